@@ -1,0 +1,278 @@
+"""The event stream: kernel events (inotify on Linux) for the targets that get them, via watchfiles.
+
+A target is not handed to watchfiles whole. Its top directory, and every directory on the way
+down to a nested target watched the other way (a FUSE mount three levels down), are watched flat;
+their other subdirectories recursively. So the watcher never walks into a polled mount (walking
+a FUSE tree to add inotify watches costs seconds and still sees nothing from the far side), and
+ignored directories at those levels (``node_modules``, ``.venv``, ``.git``) cost no watches. When
+a new directory appears at a flat level, the watches are laid again to take it in.
+
+If the kernel refuses the watches (the inotify watch limit), the target falls back to the stat
+poller with one warning that names the sysctl to raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import posixpath
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import ObjectSendStream, TaskStatus
+from watchfiles._rust_notify import RustNotify
+
+from ._plan import Target, is_within
+from ._types import Change, ChangeKind, Source
+from .filters import PathFilter
+
+__all__ = ["WatchLimitError", "layout", "watch_events"]
+
+log = logging.getLogger("asyncreload.events")
+
+STEP_MS = 10
+"""How long watchfiles waits for quiet before handing a group of events over. Kept short: the
+merge does the real debouncing, so this only bounds how often the Rust thread wakes."""
+
+_KINDS = {1: ChangeKind.ADDED, 2: ChangeKind.MODIFIED, 3: ChangeKind.DELETED}
+
+FallbackFn = Callable[[Target, str], Awaitable[None]]
+
+
+class WatchLimitError(OSError):
+    """The kernel would not add more watches (inotify's ``max_user_watches`` or instances)."""
+
+
+def inotify_limits() -> dict[str, int]:
+    """The inotify sysctls, for messages and ``explain`` (empty where there are none)."""
+    limits = {}
+    for name in ("max_user_watches", "max_user_instances"):
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/sys/fs/inotify/{name}") as f:
+            limits[name] = int(f.read())
+    return limits
+
+
+def limit_message() -> str:
+    """How to raise the limit, with its current value."""
+    watches = inotify_limits().get("max_user_watches")
+    now = f" (now {watches})" if watches is not None else ""
+    return (
+        f"inotify watch limit reached{now}: raise it with "
+        "'sysctl fs.inotify.max_user_watches=524288'"
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one target is laid out for watchfiles."""
+
+    flat: tuple[str, ...]
+    """Directories watched without their subdirectories."""
+    recursive: tuple[str, ...]
+    """Directories (or a file) watched with everything below them."""
+
+
+def layout(target: Target, path_filter: PathFilter) -> Layout:
+    """Lay out ``target``'s watches (reads the directories on the flat levels; blocking)."""
+    top = target.path
+    if not os.path.isdir(top):
+        return Layout(flat=(), recursive=(top,))
+    flat = {top}
+    for excluded in target.excludes:
+        parent = posixpath.dirname(excluded)
+        while is_within(parent, top) and parent not in flat:
+            flat.add(parent)
+            parent = posixpath.dirname(parent)
+    prefix = len(target.root.rstrip("/")) + 1
+    recursive = []
+    for directory in sorted(flat):
+        with (
+            contextlib.suppress(FileNotFoundError, NotADirectoryError),
+            os.scandir(directory) as it,
+        ):
+            for entry in it:
+                child = entry.path
+                if child in flat or child in target.excludes:
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_dir() and path_filter.walks(child[prefix:]):
+                        recursive.append(child)
+    return Layout(flat=tuple(sorted(flat)), recursive=tuple(sorted(recursive)))
+
+
+def _open(paths: tuple[str, ...], *, recursive: bool) -> RustNotify | None:
+    if not paths:
+        return None
+    try:
+        return RustNotify(list(paths), False, False, 0, recursive, True)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        text = str(e)
+        if e.errno in (errno.ENOSPC, errno.EMFILE) or "limit" in text or "Too many" in text:
+            raise WatchLimitError(errno.ENOSPC, text) from e
+        raise
+
+
+class _TargetWatch:
+    """The event stream of one target: converts, filters, and re-lays watches on new dirs."""
+
+    def __init__(
+        self, target: Target, path_filter: PathFilter, send: ObjectSendStream[list[Change]]
+    ) -> None:
+        self.target = target
+        self.filter = path_filter
+        self.send = send
+        self._prefix = len(target.root.rstrip("/")) + 1
+        self.layout = Layout((), ())
+
+    def convert(self, raw: set[tuple[int, str]]) -> tuple[list[Change], bool]:
+        """Our changes from watchfiles' (and whether a new directory needs the watches re-laid)."""
+        changes = []
+        relayout = False
+        target = self.target
+        for code, path in raw:
+            if any(is_within(path, x) for x in target.excludes):
+                continue
+            if not is_within(path, target.path) or not self.filter(path[self._prefix :]):
+                continue
+            kind = _KINDS.get(code)
+            if kind is None:
+                continue
+            changes.append(Change(kind, path, Source.EVENTS))
+            if (
+                kind is ChangeKind.ADDED
+                and posixpath.dirname(path) in self.layout.flat
+                and os.path.isdir(path)
+            ):
+                relayout = True
+        return changes, relayout
+
+    def new_contents(self, old: Layout) -> list[Change]:
+        """Everything already inside directories that just got watches: created before them."""
+        changes = []
+        for top in set(self.layout.recursive) - set(old.recursive):
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames[:] = [d for d in dirnames if self.filter.walks(
+                    posixpath.join(dirpath, d)[self._prefix :])]  # fmt: skip
+                for name in filenames + dirnames:
+                    path = posixpath.join(dirpath, name)
+                    if self.filter(path[self._prefix :]):
+                        changes.append(Change(ChangeKind.ADDED, path, Source.EVENTS))
+        return changes
+
+    async def run(
+        self,
+        fallback: FallbackFn,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        started = False
+        vanished = 0
+        while True:
+            old = self.layout
+            self.layout = await anyio.to_thread.run_sync(layout, self.target, self.filter)
+            try:
+                notifiers = await anyio.to_thread.run_sync(self._open_all)
+            except FileNotFoundError:
+                # A directory vanished between listing and watching: lay the watches again. If
+                # the target itself keeps vanishing, the poller copes with that better.
+                vanished += 1
+                if vanished < 5:
+                    continue
+                reason = f"{self.target.path} keeps disappearing"
+                log.warning("%s; polling it instead", reason)
+            except WatchLimitError as e:
+                reason = limit_message()
+                log.warning("%s: %s; polling it instead", self.target.path, reason)
+                log.debug("watchfiles said: %s", e)
+            else:
+                vanished = 0
+                reason = ""
+            if reason:
+                if not started:
+                    task_status.started()
+                await fallback(self.target, reason)
+                return
+            with contextlib.ExitStack() as stack:
+                for n in notifiers:
+                    stack.enter_context(n)
+                if not started:
+                    task_status.started()
+                    started = True
+                else:
+                    added = await anyio.to_thread.run_sync(self.new_contents, old)
+                    if added:
+                        await self.send.send(added)
+                await self._pump(notifiers)
+
+    def _open_all(self) -> list[RustNotify]:
+        opened = []
+        try:
+            for paths, recursive in ((self.layout.flat, False), (self.layout.recursive, True)):
+                n = _open(paths, recursive=recursive)
+                if n is not None:
+                    opened.append(n)
+        except BaseException:
+            for n in opened:
+                n.close()
+            raise
+        return opened
+
+    async def _pump(self, notifiers: list[RustNotify]) -> None:
+        """Forward events until a new directory means the watches must be laid again."""
+        stop = threading.Event()
+        # The watch threads live as long as the watcher: they get tokens of their own, so they
+        # never starve the default limiter that the embedding app's to_thread calls share.
+        limiter = anyio.CapacityLimiter(len(notifiers))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_set_when_cancelled, stop)
+            for notifier in notifiers:
+                tg.start_soon(self._pump_one, notifier, stop, limiter, tg.cancel_scope)
+
+    async def _pump_one(
+        self,
+        notifier: RustNotify,
+        stop: threading.Event,
+        limiter: anyio.CapacityLimiter,
+        scope: anyio.CancelScope,
+    ) -> None:
+        while True:
+            # Not cancellable in the thread; _set_when_cancelled makes it return within a step.
+            raw = await anyio.to_thread.run_sync(
+                notifier.watch, STEP_MS, STEP_MS, 0, stop, limiter=limiter
+            )
+            if isinstance(raw, str):  # "stop" (or "signal"/"timeout", which we don't ask for)
+                return
+            changes, relayout = self.convert(raw)
+            if changes:
+                await self.send.send(changes)
+            if relayout:
+                scope.cancel()
+                return
+
+
+async def _set_when_cancelled(stop: threading.Event) -> None:
+    try:
+        await anyio.sleep_forever()
+    finally:
+        stop.set()
+
+
+async def watch_events(
+    targets: list[Target],
+    path_filter: PathFilter,
+    send: ObjectSendStream[list[Change]],
+    fallback: FallbackFn,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Watch every event target until cancelled; started once all their watches are in place."""
+    async with send, anyio.create_task_group() as tg:
+        for target in targets:
+            await tg.start(_TargetWatch(target, path_filter, send).run, fallback)
+        task_status.started()

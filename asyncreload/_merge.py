@@ -1,0 +1,161 @@
+"""The debounced channel: many sources in, one stream of batches out.
+
+:class:`Pending` is the pure core: it folds changes into one net change per path and says when
+the batch is due, given a clock reading. :class:`ChangeStream` is the thin async shell the
+consumer iterates; :func:`merge` is the task that feeds it from the sources' memory stream.
+
+A consumer that is slow never loses a change and never makes a queue grow: while it is busy the
+changes fold into the pending batch, which holds at most one entry per path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from ._types import Change, ChangeKind, Source
+
+__all__ = ["ChangeBatch", "ChangeStream", "Pending", "merge"]
+
+ChangeBatch = tuple[Change, ...]
+"""One batch: each path once, sorted by path."""
+
+
+@dataclass
+class _Net:
+    existed_before: bool
+    exists_now: bool
+    source: Source
+
+
+class Pending:
+    """Changes received but not yet handed out, folded to one net change per path.
+
+    The net kind comes from whether the path existed before the batch's first change to it and
+    whether it exists after the last: added then deleted is nothing at all, deleted then added is
+    modified, added then modified is added. A path seen by both sources is kept once, with the
+    source that saw it first.
+
+    The batch is due ``debounce`` seconds after its last change, or ``max_wait`` seconds after its
+    first, whichever comes first, so endless churn still yields.
+
+    >>> p = Pending(debounce=0.05, max_wait=1.0)
+    >>> p.add([Change(ChangeKind.ADDED, "/a", Source.EVENTS)], now=10.0)
+    >>> p.add([Change(ChangeKind.MODIFIED, "/a", Source.STAT)], now=10.01)
+    >>> round(p.due_at(), 2), [str(c) for c in p.take()]
+    (10.06, ['added /a (events)'])
+    """
+
+    def __init__(self, *, debounce: float, max_wait: float) -> None:
+        self.debounce = debounce
+        self.max_wait = max_wait
+        self._paths: dict[str, _Net] = {}
+        self._first_at = math.inf
+        self._last_at = -math.inf
+
+    def __len__(self) -> int:
+        return sum(1 for n in self._paths.values() if n.existed_before or n.exists_now)
+
+    def add(self, changes: Iterable[Change], *, now: float) -> None:
+        """Fold changes that arrived at ``now`` into the pending batch."""
+        for change in changes:
+            exists_now = change.kind is not ChangeKind.DELETED
+            net = self._paths.get(change.path)
+            if net is None:
+                existed_before = change.kind is not ChangeKind.ADDED
+                self._paths[change.path] = _Net(existed_before, exists_now, change.source)
+            else:
+                net.exists_now = exists_now
+            if self._first_at == math.inf:
+                self._first_at = now
+            self._last_at = now
+
+    def due_at(self) -> float | None:
+        """When the batch should be handed out, or None while there's nothing to hand out."""
+        if not self._paths:
+            return None
+        return min(self._last_at + self.debounce, self._first_at + self.max_wait)
+
+    def take(self) -> ChangeBatch:
+        """Hand out the batch (empty if everything netted out) and start a new one."""
+        batch = tuple(
+            Change(kind, path, net.source)
+            for path, net in sorted(self._paths.items())
+            if (kind := _net_kind(net)) is not None
+        )
+        self._paths.clear()
+        self._first_at = math.inf
+        self._last_at = -math.inf
+        return batch
+
+
+def _net_kind(net: _Net) -> ChangeKind | None:
+    if net.existed_before:
+        return ChangeKind.MODIFIED if net.exists_now else ChangeKind.DELETED
+    return ChangeKind.ADDED if net.exists_now else None
+
+
+class ChangeStream:
+    """The consumer's end: ``async for batch in changes`` yields non-empty :data:`ChangeBatch` es.
+
+    Iteration ends when every source has stopped (which, short of an error, is only when the
+    watcher is closed).
+    """
+
+    def __init__(
+        self,
+        *,
+        debounce: float,
+        max_wait: float,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
+        self._pending = Pending(debounce=debounce, max_wait=max_wait)
+        self._clock = clock
+        self._arrived = anyio.Event()
+        self._closed = False
+
+    def __aiter__(self) -> ChangeStream:
+        return self
+
+    async def __anext__(self) -> ChangeBatch:
+        while True:
+            due = self._pending.due_at()
+            if due is None:
+                if self._closed:
+                    raise StopAsyncIteration
+                await self._arrived.wait()
+                continue
+            delay = due - self._clock()
+            if delay <= 0 or self._closed:
+                batch = self._pending.take()
+                if batch:
+                    return batch
+                continue
+            with anyio.move_on_after(delay):
+                await self._arrived.wait()
+
+    def _feed(self, changes: Iterable[Change]) -> None:
+        self._pending.add(changes, now=self._clock())
+        self._wake()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._arrived.set()
+        self._arrived = anyio.Event()
+
+
+async def merge(receive: ObjectReceiveStream[list[Change]], stream: ChangeStream) -> None:
+    """Move changes from the sources' shared memory stream into ``stream`` until all sources end."""
+    try:
+        async with receive:
+            async for changes in receive:
+                stream._feed(changes)
+    finally:
+        stream._close()

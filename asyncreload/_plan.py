@@ -1,0 +1,137 @@
+"""Who watches what: the watched roots cut into targets, each with one backend and a reason.
+
+Pure: given roots, the mount table and the user's overrides, :func:`plan` returns the targets.
+A local tree with a FUSE mount three levels down becomes two targets: the tree, watched by events
+with the mount excluded, and the mount, polled. Overrides win over the mount table, and the most
+specific one (the deepest path) wins over the others.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ._mounts import Mount, poll_reason
+from ._types import Backend
+
+__all__ = ["Target", "is_within", "plan"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A directory (or file) watched one way, minus the nested targets watched the other way."""
+
+    path: str
+    backend: Backend
+    reason: str
+    """Why this backend, for ``asyncreload explain`` and the logs."""
+    fstype: str | None = None
+    excludes: tuple[str, ...] = field(default=())
+    """Nested paths the source must not walk into: they belong to other targets."""
+    root: str = ""
+    """The watched root this target came from (filters match relative to it)."""
+
+
+def is_within(path: str, parent: str) -> bool:
+    """True if ``path`` is ``parent`` or lies below it (both absolute and normalised)."""
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _strictly_within(path: str, parent: str) -> bool:
+    return path != parent and is_within(path, parent)
+
+
+def _mount_at(path: str, mounts: Sequence[Mount]) -> Mount | None:
+    # The deepest mount point containing path; for mounts stacked on one point the last wins,
+    # as in the kernel's table.
+    best: Mount | None = None
+    for m in mounts:
+        if is_within(path, m.mount_point) and (
+            best is None or len(m.mount_point) >= len(best.mount_point)
+        ):
+            best = m
+    return best
+
+
+def _decide(
+    path: str,
+    mounts: Sequence[Mount],
+    overrides: dict[str, Backend],
+    force_polling: bool,
+) -> tuple[Backend, str, str | None]:
+    mount = _mount_at(path, mounts)
+    fstype = mount.fstype if mount else None
+    owner = max((p for p in overrides if is_within(path, p)), key=len, default=None)
+    if owner is not None:
+        backend = overrides[owner]
+        flag = "--poll" if backend is Backend.STAT else "--events"
+        return backend, f"override: {flag} {owner}", fstype
+    if force_polling:
+        return Backend.STAT, "override: force polling everywhere", fstype
+    if fstype is None:
+        return Backend.EVENTS, "no mount table here: kernel events", None
+    why = poll_reason(fstype)
+    if why is not None:
+        return (
+            Backend.STAT,
+            f"{why} mount at {mount.mount_point if mount else '?'}: "
+            "changes made on its far side raise no events",
+            fstype,
+        )
+    return Backend.EVENTS, f"local file system ({fstype}): kernel events", fstype
+
+
+def _dedupe_roots(roots: Iterable[str]) -> list[str]:
+    kept: list[str] = []
+    for root in sorted(set(roots), key=len):
+        if not any(is_within(root, k) for k in kept):
+            kept.append(root)
+    return sorted(kept)
+
+
+def plan(
+    roots: Iterable[str],
+    mounts: Sequence[Mount],
+    *,
+    poll: Iterable[str] = (),
+    events: Iterable[str] = (),
+    force_polling: bool = False,
+) -> list[Target]:
+    """Cut ``roots`` into targets. All paths must be absolute and normalised (``realpath``).
+
+    A root that lies inside another root is covered by it and gets no target of its own.
+    """
+    overrides: dict[str, Backend] = dict.fromkeys(poll, Backend.STAT)
+    # --events over --poll for the very same path would be a contradiction; the later flag in
+    # the CLI can't be known here, so the explicit "events" wins (it's the rarer, deliberate one).
+    overrides.update(dict.fromkeys(events, Backend.EVENTS))
+    targets: list[Target] = []
+    for root in _dedupe_roots(roots):
+        # Every place inside the root where the answer may change: nested mounts and overrides.
+        boundaries = sorted(
+            {m.mount_point for m in mounts if _strictly_within(m.mount_point, root)}
+            | {p for p in overrides if _strictly_within(p, root)},
+            key=lambda p: (p.count("/"), p),
+        )
+        decided = {root: _decide(root, mounts, overrides, force_polling)}
+        starts = [root]  # paths that begin a target
+        for b in boundaries:
+            decided[b] = _decide(b, mounts, overrides, force_polling)
+            # The region b sits in is the one of its deepest enclosing boundary (or the root).
+            enclosing = max((p for p in decided if _strictly_within(b, p)), key=len)
+            if decided[b][0] is not decided[enclosing][0]:
+                starts.append(b)
+        for start in starts:
+            backend, reason, fstype = decided[start]
+            nested = tuple(
+                s for s in starts if _strictly_within(s, start)
+                and not any(_strictly_within(s, o) and _strictly_within(o, start) for o in starts)
+            )  # fmt: skip
+            targets.append(Target(start, backend, reason, fstype, nested, root))
+    return targets
+
+
+def normalise(path: str) -> str:
+    """Absolute, symlink-free, normalised: what :func:`plan` expects."""
+    return posixpath.realpath(path)

@@ -1,0 +1,331 @@
+"""The ``asyncreload`` command: argument parsing, logging, signals and exit codes live here only.
+
+Exit codes: 0 done, 1 runtime failure, 2 bad usage (an unknown option, a missing path, a bad
+value), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import anyio
+import click
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+from . import __version__
+from ._events import inotify_limits
+from ._exceptions import AsyncReloadError, ConfigError, WatchPathError
+from ._merge import ChangeBatch
+from ._watch import explain, open_watcher
+
+__all__ = ["cli", "main", "watcher_options"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("asyncreload")
+
+_EPILOG = """\
+\b
+Which paths are polled: FUSE and network mounts (sshfs, NFS, SMB, 9p, virtiofs,
+Docker Desktop and WSL2 shares) found in the mount table, paths given with
+--poll, and everything with --force-polling; all others get kernel events.
+'asyncreload explain PATH' shows the decision and the reason for each path.
+
+\b
+Environment: ASYNCRELOAD_FORCE_POLLING=1, ASYNCRELOAD_POLL=PATH:PATH,
+ASYNCRELOAD_POLL_INTERVAL=SECONDS, ASYNCRELOAD_DEBOUNCE=MS (options win).
+"""
+
+
+def watcher_options(f: F) -> F:
+    """The options every command that watches takes (``watch``, ``run``, ``serve``)."""
+    options = [
+        click.option(
+            "--poll",
+            "poll",
+            multiple=True,
+            metavar="PATH",
+            type=click.Path(),
+            help="Stat-poll PATH and everything below it (repeatable). For mounts the "
+            "mount table doesn't reveal, e.g. a bind mount of a network share.",
+        ),
+        click.option(
+            "--events",
+            "events",
+            multiple=True,
+            metavar="PATH",
+            type=click.Path(),
+            help="Use kernel events for PATH even on a FUSE/network mount (repeatable): only "
+            "right when every change is made on this machine.",
+        ),
+        click.option(
+            "--force-polling",
+            is_flag=True,
+            default=None,
+            help="Stat-poll everything (also ASYNCRELOAD_FORCE_POLLING=1).",
+        ),
+        click.option(
+            "--poll-interval",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="Pause between two sweeps of a polled tree.  [default: 0.3]",
+        ),
+        click.option(
+            "--debounce",
+            type=float,
+            default=None,
+            metavar="MS",
+            help="Quiet time that ends a batch of changes.  [default: 20]",
+        ),
+        click.option(
+            "--max-wait",
+            type=float,
+            default=None,
+            metavar="MS",
+            help="Hand out a batch at the latest this long after its first change, even if "
+            "changes keep coming.  [default: 1000]",
+        ),
+        click.option(
+            "--include",
+            multiple=True,
+            metavar="GLOB",
+            help="Only report files whose name matches GLOB (repeatable), e.g. '*.py'. "
+            "A GLOB with '/' matches the path relative to the watched directory.",
+        ),
+        click.option(
+            "--exclude",
+            multiple=True,
+            metavar="GLOB",
+            help="Ignore names (files or directories, at any depth) matching GLOB "
+            "(repeatable), e.g. 'build' or '*.log'; with '/' it matches the relative path.",
+        ),
+        click.option(
+            "--no-default-ignores",
+            is_flag=True,
+            help="Also watch what is ignored by default: VCS and virtualenv directories, "
+            "__pycache__, node_modules, tool caches, editor swap and backup files.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def watcher_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`open_watcher` arguments from the parsed :func:`watcher_options`."""
+    ms = 1000.0
+    return {
+        "poll": opts["poll"],
+        "events": opts["events"],
+        "force_polling": opts["force_polling"],
+        "poll_interval": opts["poll_interval"],
+        "debounce": None if opts["debounce"] is None else opts["debounce"] / ms,
+        "max_wait": None if opts["max_wait"] is None else opts["max_wait"] / ms,
+        "include": opts["include"],
+        "exclude": opts["exclude"],
+        "default_ignores": not opts["no_default_ignores"],
+    }
+
+
+def verbosity_options(f: F) -> F:
+    """``-v/--verbose`` and ``-q/--quiet``."""
+    f = click.option("-q", "--quiet", count=True, help="Say less (warnings and errors only).")(f)
+    return click.option("-v", "--verbose", count=True, help="Say more (-vv: debug).")(f)
+
+
+def setup_logging(verbose: int, quiet: int) -> None:
+    """Log lines to stderr as ``asyncreload: warning: ...``; only the CLI does this."""
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("asyncreload")
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.DEBUG, min(level, logging.ERROR)))
+    root.propagate = False
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        label = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        text = f"asyncreload: {label}{record.getMessage()}"
+        if record.exc_info and record.levelno <= logging.DEBUG:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"asyncreload: error: {message}", err=True)
+    sys.exit(code)
+
+
+async def cancel_on_signals(scope: anyio.CancelScope) -> None:
+    """Turn SIGINT/SIGTERM into a clean cancellation of ``scope``."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def run_async(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on the event loop chosen by ASYNCRELOAD_BACKEND (asyncio or trio)."""
+    backend = os.environ.get("ASYNCRELOAD_BACKEND", "asyncio")
+    if backend not in ("asyncio", "trio"):
+        raise ConfigError(f"ASYNCRELOAD_BACKEND={backend!r}: expected asyncio or trio")
+    return anyio.run(fn, backend=backend)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=_EPILOG,
+)
+@click.version_option(__version__, "-V", "--version", prog_name="asyncreload")
+def cli() -> None:
+    """Watch files with kernel events where they work and stat polling where they don't.
+
+    \b
+    Examples:
+      asyncreload watch                       print what changes under the current directory
+      asyncreload watch src --json            one JSON object per batch, for scripts
+      asyncreload explain src /mnt/share      which paths get events, which are polled, and why
+    """
+
+
+def _relative(path: str, cwd: str) -> str:
+    return path[len(cwd) + 1 :] if path.startswith(cwd + "/") else path
+
+
+def _print_batch(batch: ChangeBatch, *, as_json: bool, cwd: str) -> None:
+    if as_json:
+        line = json.dumps({"changes": [c.to_json() for c in batch]})
+    else:
+        stamp = time.strftime("%H:%M:%S")
+        count = f"{len(batch)} change{'s' if len(batch) != 1 else ''}"
+        rows = [f"  {c.kind.value:<8}  {_relative(c.path, cwd)}  ({c.source.value})" for c in batch]
+        line = "\n".join([f"[{stamp}] {count}", *rows])
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("paths", nargs=-1, type=click.Path())
+@watcher_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per batch.")
+@verbosity_options
+def watch(paths: Sequence[str], as_json: bool, verbose: int, quiet: int, **opts: Any) -> None:
+    """Print every batch of changes under PATHS (default: the current directory).
+
+    \b
+    Each line: the kind of change, the path, and which way it was seen:
+    "events" (kernel events) or "stat" (polling).
+    With --json, each batch is one line:
+      {"changes": [{"change": "modified", "path": "/abs/p", "source": "stat"}]}
+    """
+    setup_logging(verbose, quiet)
+    kwargs = watcher_kwargs(opts)
+    cwd = os.getcwd()
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_on_signals, tg.cancel_scope)
+            async with open_watcher(*paths, **kwargs) as changes:
+                log.info("watching %s", ", ".join(paths) if paths else cwd)
+                async for batch in changes:
+                    _print_batch(batch, as_json=as_json, cwd=cwd)
+
+    run_async(main)
+
+
+@cli.command(name="explain", epilog=_EPILOG)
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--poll", multiple=True, metavar="PATH", type=click.Path(), help="As for watch.")
+@click.option("--events", multiple=True, metavar="PATH", type=click.Path(), help="As for watch.")
+@click.option("--force-polling", is_flag=True, default=None, help="As for watch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def explain_command(
+    paths: Sequence[str],
+    poll: Sequence[str],
+    events: Sequence[str],
+    force_polling: bool | None,
+    as_json: bool,
+) -> None:
+    """Show which backend each path gets, and why: "why didn't it reload?".
+
+    Lists every watched root and every mount nested inside it with the way it is
+    watched (events or stat), the file system type, and the reason (mount type,
+    override, inotify watch limit). Event paths are tried for real, so a tree
+    too big for the inotify watch limit shows up as polled.
+    """
+    targets = explain(*paths, poll=poll, events=events, force_polling=force_polling)
+    limits = inotify_limits()
+    if as_json:
+        plan = [
+            {
+                "path": t.path,
+                "backend": t.backend.value,
+                "fstype": t.fstype,
+                "reason": t.reason,
+                "excludes": list(t.excludes),
+            }
+            for t in targets
+        ]
+        click.echo(json.dumps({"targets": plan, "inotify": limits}))
+        return
+    width = max(len(t.path) for t in targets)
+    for t in targets:
+        click.echo(f"{t.path:<{width}}  {t.backend.value:<6}  {t.reason}")
+        for x in t.excludes:
+            click.echo(f"{'':<{width}}  {'':<6}  except {x}, watched on its own (below)")
+    if limits:
+        click.echo("inotify limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``asyncreload`` and ``python -m asyncreload``."""
+    try:
+        cli.main(args=argv, prog_name="asyncreload", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as e:
+        hint = f" (see 'asyncreload {e.ctx.info_name} --help')" if e.ctx and e.ctx.parent else ""
+        if e.ctx and not e.ctx.parent:
+            hint = " (see 'asyncreload --help')"
+        _fail(f"{e.format_message()}{hint}", EXIT_USAGE)
+    except (WatchPathError, ConfigError) as e:
+        _fail(str(e), EXIT_USAGE)
+    except AsyncReloadError as e:
+        _fail(str(e), 1)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        sys.exit(EXIT_INTERRUPTED)
+    except BaseExceptionGroup as group:
+        _exit_for_group(group)
+
+
+def _exit_for_group(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    usage, _rest = group.split((WatchPathError, ConfigError))
+    if usage is not None:
+        _fail(str(_first_leaf(usage)), EXIT_USAGE)
+    known, _rest = group.split(AsyncReloadError)
+    if known is not None:
+        _fail(str(_first_leaf(known)), 1)
+    raise group
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
