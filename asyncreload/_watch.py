@@ -174,7 +174,12 @@ async def awatch(*paths: StrPath, **options: object) -> AsyncGenerator[ChangeBat
     """
     async with open_watcher(*paths, **options) as changes:  # type: ignore[arg-type]
         async for batch in changes:
-            yield batch
+            try:
+                yield batch
+            except GeneratorExit:
+                # Closed by the consumer: leave the watcher's task group normally, rather than
+                # let GeneratorExit escape it wrapped in an exception group.
+                return
 
 
 def explain(

@@ -1,0 +1,170 @@
+"""Fixtures shared by the test suite: the anyio backends and a real FUSE passthrough mount.
+
+The FUSE fixture mounts a backing directory B at a mount point M with bindfs. A change made
+through M raises inotify events on M; a change made directly in B (the far side of the mount,
+like the sshfs server or the Docker Desktop host) raises none: only polling M sees it. That is
+exactly the blindness asyncreload exists for, so those tests change B and expect M's paths.
+
+Without FUSE (no /dev/fuse, no bindfs, not root) the FUSE tests skip with the reason; with
+``CI=true`` a missing FUSE capability fails them instead, since CI machines can mount FUSE.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def wait_for(
+    condition: Callable[[], object], *, timeout: float = 15.0, what: str = "condition"
+) -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def _mount_fstype(mount_point: str) -> str | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ")
+            if fields[4] == mount_point:
+                return fields[fields.index("-", 6) + 1]
+    return None
+
+
+def _fuse_unavailable() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "FUSE tests need Linux"
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing (a container needs --device /dev/fuse)"
+    if shutil.which("bindfs") is None:
+        return "bindfs is not installed (apt-get install fuse3 bindfs)"
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        return "not root and no fusermount3"
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as e:
+        return f"can't open /dev/fuse: {e.strerror}"
+    return None
+
+
+class FuseMount:
+    """bindfs serving ``backing`` at ``mount``, run in the foreground as our own child."""
+
+    def __init__(self, backing: Path, mount: Path) -> None:
+        self.backing = backing
+        self.mount = mount
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "bindfs",
+                "-f",  # foreground: the daemon is our child, so we can kill and reap it
+                "--multithreaded",
+                "-o",
+                "attr_timeout=0,entry_timeout=0,negative_timeout=0,subtype=bindfs",
+                str(self.backing),
+                str(self.mount),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        process = self.process
+
+        def up() -> bool:
+            if process.poll() is not None:
+                err = process.stderr.read().decode() if process.stderr else ""
+                pytest.fail(f"bindfs exited with {process.returncode}: {err.strip()}")
+            if _mount_fstype(str(self.mount)) is None:
+                return False
+            try:
+                os.stat(self.mount)
+            except OSError:
+                return False
+            return True
+
+        wait_for(up, what=f"the FUSE mount at {self.mount}")
+
+    def kill(self) -> None:
+        """SIGKILL the daemon: the mount stays, dead (stat fails with ENOTCONN)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=15)
+
+        def dead() -> bool:
+            try:
+                os.stat(self.mount)
+            except OSError as e:
+                return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+            return False
+
+        wait_for(dead, what="the mount to go dead")
+
+    def unmount(self) -> None:
+        if _mount_fstype(str(self.mount)) is not None:
+            tool = shutil.which("fusermount3") or shutil.which("fusermount")
+            cmd = [tool, "-u", "-z", str(self.mount)] if tool else ["umount", "-l", str(self.mount)]
+            subprocess.run(cmd, check=False, capture_output=True, timeout=30)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+            if self.process.stderr:
+                self.process.stderr.close()
+            self.process = None
+
+    def remount(self) -> None:
+        self.unmount()
+        self.start()
+
+
+@pytest.fixture
+def fuse_mount(tmp_path: Path) -> Iterator[FuseMount]:
+    """A live FUSE passthrough: ``.backing`` (change it directly) served at ``.mount``."""
+    why = _fuse_unavailable()
+    if why is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true but FUSE mounts are unavailable: {why}")
+        pytest.skip(f"FUSE mounts unavailable: {why}")
+    backing = tmp_path / "backing"
+    mount = tmp_path / "mount"
+    backing.mkdir()
+    mount.mkdir()
+    fm = FuseMount(backing.resolve(), mount.resolve())
+    fm.start()
+    try:
+        yield fm
+    finally:
+        fm.unmount()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "fuse_mount" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fuse)

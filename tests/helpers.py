@@ -1,0 +1,142 @@
+"""Small helpers for tests that wait on the watcher: conditions with deadlines, never sleeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import anyio
+
+from asyncreload import Change, ChangeKind, ChangeStream, Source
+
+DEADLINE = 20.0  # generous: CI machines are 2 noisy cores; a pass takes a fraction of this
+
+
+async def collect_until(
+    changes: ChangeStream,
+    done: Callable[[list[Change]], bool],
+    *,
+    timeout: float = DEADLINE,
+) -> list[Change]:
+    """Gather changes from ``changes`` until ``done(seen)``; fail after ``timeout`` seconds."""
+    seen: list[Change] = []
+    with anyio.fail_after(timeout):
+        async for batch in changes:
+            seen.extend(batch)
+            if done(seen):
+                return seen
+    raise AssertionError(f"the stream ended; seen: {seen}")
+
+
+def has(path: Path | str, kind: ChangeKind | None = None, source: Source | None = None):  # type: ignore[no-untyped-def]
+    """A predicate for :func:`collect_until`: a change at ``path`` (of ``kind``, from ``source``)."""
+    target = os.fspath(path)
+
+    def check(seen: Iterable[Change]) -> bool:
+        return any(
+            c.path == target
+            and (kind is None or c.kind is kind)
+            and (source is None or c.source is source)
+            for c in seen
+        )
+
+    return check
+
+
+def all_of(*predicates: Callable[[list[Change]], bool]) -> Callable[[list[Change]], bool]:
+    return lambda seen: all(p(seen) for p in predicates)
+
+
+class CLI:
+    """``python -m asyncreload ...`` in a subprocess, its stdout and stderr read line by line."""
+
+    def __init__(self, *args: str, cwd: Path | None = None, prefix: Iterable[str] = ()) -> None:
+        self.process = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "asyncreload", *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout)),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr)),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, pipe: object, lines: list[str]) -> None:
+        for line in pipe:  # type: ignore[attr-defined]
+            with self._cond:
+                lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_line(
+        self, predicate: Callable[[str], bool], *, stream: str = "stdout", timeout: float = DEADLINE
+    ) -> str:
+        """The first line of ``stream`` matching ``predicate``, waiting up to ``timeout``."""
+        lines = self.stdout if stream == "stdout" else self.stderr
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in lines:
+                    if predicate(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.process.poll() is not None and not self._alive()):
+                    raise AssertionError(
+                        f"no matching line on {stream} within {timeout} s; "
+                        f"stdout={self.stdout!r} stderr={self.stderr!r}"
+                    )
+                self._cond.wait(min(left, 0.2))
+
+    def _alive(self) -> bool:
+        return any(t.is_alive() for t in self._readers)
+
+    def json_changes(self) -> list[dict[str, str]]:
+        return [c for line in self.stdout for c in json.loads(line)["changes"]]
+
+    def wait_change(self, path: Path | str, source: str | None = None, **kw: float) -> None:
+        target = os.fspath(path)
+
+        def match(line: str) -> bool:
+            try:
+                changes = json.loads(line)["changes"]
+            except (ValueError, KeyError):
+                return False
+            return any(
+                c["path"] == target and (source is None or c["source"] == source) for c in changes
+            )
+
+        self.wait_line(match, **kw)
+
+    def stop(self, timeout: float = DEADLINE) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        for t in self._readers:
+            t.join(timeout)
+        return code
+
+    def __enter__(self) -> CLI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
