@@ -9,8 +9,6 @@ other path gets kernel events through watchfiles. Both feed one debounced stream
 ['ADDED', 'DELETED', 'MODIFIED']
 """
 
-from __future__ import annotations
-
 from ._exceptions import (
     AsyncReloadError,
     CommandError,

@@ -108,14 +108,31 @@ def _open(paths: tuple[str, ...], *, recursive: bool) -> RustNotify | None:
     if not paths:
         return None
     try:
-        return RustNotify(list(paths), False, False, 0, recursive, True)
+        # ignore_permission_denied=False: with True, watchfiles also swallows the watch-limit
+        # error, and we'd silently watch only part of the tree.
+        return RustNotify(list(paths), False, False, 0, recursive, False)
     except FileNotFoundError:
         raise
+    except PermissionError as e:
+        # A directory we can't read (a container's data volume, say). Watch the rest and say so;
+        # the limit check above already passed for everything up to that directory.
+        log.warning("%s; what can't be read is not watched", _rust_error_text(e))
+        return RustNotify(list(paths), False, False, 0, recursive, True)
     except OSError as e:
         text = str(e)
         if e.errno in (errno.ENOSPC, errno.EMFILE) or "limit" in text or "Too many" in text:
             raise WatchLimitError(errno.ENOSPC, text) from e
         raise
+
+
+def _rust_error_text(e: OSError) -> str:
+    # 'Permission denied (os error 13) about ["/srv/data"]' -> '/srv/data: permission denied'
+    text = str(e)
+    if ' about ["' in text:
+        what, _, rest = text.partition(' about ["')
+        path = rest.split('"', 1)[0]
+        return f"{path}: {what.split(' (os error')[0].lower()}"
+    return text
 
 
 class _TargetWatch:

@@ -35,7 +35,7 @@ async def collect_until(
 
 
 def has(path: Path | str, kind: ChangeKind | None = None, source: Source | None = None):  # type: ignore[no-untyped-def]
-    """A predicate for :func:`collect_until`: a change at ``path`` (of ``kind``, from ``source``)."""
+    """A predicate for :func:`collect_until`: a change at ``path`` (of a kind, from a source)."""
     target = os.fspath(path)
 
     def check(seen: Iterable[Change]) -> bool:
@@ -103,6 +103,11 @@ class CLI:
                     )
                 self._cond.wait(min(left, 0.2))
 
+    def wait_ready(self, timeout: float = DEADLINE) -> None:
+        """Wait for the line the CLI prints once every watch is in place."""
+        self.wait_line(lambda s: s.startswith("asyncreload: watching "), stream="stderr",
+                       timeout=timeout)  # fmt: skip
+
     def _alive(self) -> bool:
         return any(t.is_alive() for t in self._readers)
 
@@ -133,6 +138,9 @@ class CLI:
             code = self.process.wait()
         for t in self._readers:
             t.join(timeout)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
         return code
 
     def __enter__(self) -> CLI:

@@ -91,7 +91,7 @@ async def test_dead_mount_warns_once_keeps_watching_the_rest_and_resumes(
 
 
 async def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(PathNotFoundError, match="does not exist: .*nope"):
+    with pytest.raises(PathNotFoundError, match=r"does not exist: .*nope"):
         async with open_watcher(tmp_path / "nope"):
             pass
     with pytest.raises(FileNotFoundError):  # also the builtin it refines
@@ -173,7 +173,6 @@ async def test_awatch_iterates_batches(tmp_path: Path) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(write_until_cancelled)
             async with aclosing(asyncreload.awatch(tmp_path)) as batches:
-                async for batch in batches:
-                    break
+                batch = await batches.__anext__()
             tg.cancel_scope.cancel()
     assert any(c.path == str(tmp_path / "a.txt") for c in batch)

@@ -1,0 +1,199 @@
+"""The mount table parser and the plan it drives: pure functions, real samples."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncreload._mounts import Mount, parse_mountinfo, poll_reason, read_mounts, unescape
+from asyncreload._plan import plan
+from asyncreload._types import Backend
+
+# Lines as the kernel writes them, from the machines named.
+DEBIAN_VM = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+24 27 0:6 / /dev rw,relatime - devtmpfs devtmpfs rw,size=12334492k,nr_inodes=3083623,mode=755
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+28 27 0:25 / /mnt/tools ro,nosuid,nodev,relatime - tmpfs model_tools_unavailable ro,size=4k
+42 27 0:39 / /tmp/x/M rw,nosuid,nodev,relatime - fuse.bindfs /tmp/x/B rw,user_id=0,group_id=0,default_permissions,allow_other
+"""  # noqa: E501
+
+# Optional fields ("shared:1", "master:2") between the mount options and the separator.
+UBUNTU_DESKTOP = """\
+29 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro
+112 29 0:58 / /home/ann/remote rw,nosuid,nodev,relatime shared:62 - fuse.sshfs ann@build:/srv rw,user_id=1000,group_id=1000
+125 29 0:61 / /media/ann/My\\040Drive rw,nosuid,nodev,relatime shared:70 master:3 - fuseblk /dev/sdb1 rw,user_id=0,group_id=0,default_permissions,allow_other,blksize=4096
+130 29 0:63 / /net/home rw,relatime shared:80 - nfs4 fs1:/export/home rw,vers=4.2,rsize=1048576,hard,proto=tcp
+131 29 0:64 / /mnt/smb rw,relatime shared:81 - cifs //nas/share rw,vers=3.1.1,cache=strict
+"""  # noqa: E501
+
+WSL2 = """\
+64 69 0:52 / /mnt/c rw,noatime - 9p C:\\134 rw,dirsync,aname=drvfs;path=C:\\;uid=1000;gid=1000
+69 59 8:32 / / rw,relatime - ext4 /dev/sdc rw,discard,errors=remount-ro,data=ordered
+"""
+
+DOCKER_DESKTOP = """\
+812 700 0:160 / / rw,relatime master:398 - overlay overlay rw,lowerdir=/var/lib/l/1,upperdir=/u,workdir=/w
+830 812 0:171 /host_mnt/Users/ann/app /app rw,relatime - fuse.grpcfuse grpcfuse rw,user_id=0,group_id=0,allow_other,max_read=1048576
+831 812 0:172 /Users/ann/web /web rw,relatime - fakeowner /run/host_mark/Users rw
+832 812 0:173 / /data rw,relatime - virtiofs mount0 rw
+"""  # noqa: E501
+
+
+def test_parses_a_real_table() -> None:
+    mounts = parse_mountinfo(DEBIAN_VM)
+    assert [m.mount_point for m in mounts] == ["/proc", "/dev", "/", "/mnt/tools", "/tmp/x/M"]
+    fuse = mounts[-1]
+    assert (fuse.mount_id, fuse.parent_id, fuse.fstype, fuse.source) == (
+        42,
+        27,
+        "fuse.bindfs",
+        "/tmp/x/B",
+    )
+
+
+def test_optional_fields_and_octal_escapes() -> None:
+    mounts = {m.mount_point: m for m in parse_mountinfo(UBUNTU_DESKTOP)}
+    assert mounts["/media/ann/My Drive"].fstype == "fuseblk"
+    assert mounts["/home/ann/remote"].source == "ann@build:/srv"
+    assert mounts["/net/home"].fstype == "nfs4"
+    wsl = parse_mountinfo(WSL2)[0]
+    assert (wsl.mount_point, wsl.fstype, wsl.source) == ("/mnt/c", "9p", "C:\\")
+
+
+def test_bad_lines_are_skipped_not_fatal() -> None:
+    text = "garbage\n\n1 2 3\n" + DEBIAN_VM + "27 1 254:0 / / rw - \n"
+    assert len(parse_mountinfo(text)) == 5
+
+
+def test_unescape_all_kernel_escapes() -> None:
+    assert unescape(r"/a\040b\011c\012d\134e") == "/a b\tc\nd\\e"
+    assert unescape("/plain") == "/plain"
+
+
+@pytest.mark.parametrize(
+    ("fstype", "polled"),
+    [
+        ("fuse", True),
+        ("fuse.sshfs", True),
+        ("fuse.bindfs", True),
+        ("fuse.rclone", True),
+        ("fuse.gcsfuse", True),
+        ("fuse.s3fs", True),
+        ("fuse.grpcfuse", True),
+        ("fuseblk", True),
+        ("nfs", True),
+        ("nfs4", True),
+        ("cifs", True),
+        ("smb3", True),
+        ("smbfs", True),
+        ("9p", True),
+        ("virtiofs", True),
+        ("vboxsf", True),
+        ("ceph", True),
+        ("glusterfs", True),
+        ("afs", True),
+        ("davfs", True),
+        ("fakeowner", True),
+        ("osxfs", True),
+        ("ext4", False),
+        ("xfs", False),
+        ("btrfs", False),
+        ("tmpfs", False),
+        ("overlay", False),
+        ("zfs", False),
+    ],
+)
+def test_which_file_systems_are_polled(fstype: str, polled: bool) -> None:
+    assert (poll_reason(fstype) is not None) is polled
+
+
+def test_read_mounts_reads_this_machine() -> None:
+    mounts = read_mounts()
+    assert any(m.mount_point == "/" for m in mounts)
+
+
+def _backends(targets: list) -> dict[str, Backend]:  # type: ignore[type-arg]
+    return {t.path: t.backend for t in targets}
+
+
+def test_local_tree_with_a_fuse_mount_three_levels_down() -> None:
+    mounts = parse_mountinfo(UBUNTU_DESKTOP) + [
+        Mount(200, 29, "/home/ann/proj/a/b/share", "fuse.sshfs", "h:/x")
+    ]
+    targets = plan(["/home/ann/proj"], mounts)
+    assert _backends(targets) == {
+        "/home/ann/proj": Backend.EVENTS,
+        "/home/ann/proj/a/b/share": Backend.STAT,
+    }
+    local = targets[0]
+    assert local.excludes == ("/home/ann/proj/a/b/share",)
+    assert "ext4" in local.reason
+    assert "sshfs" in targets[1].reason
+    assert targets[1].fstype == "fuse.sshfs"
+
+
+def test_roots_on_network_mounts_are_polled() -> None:
+    targets = plan(["/mnt/c/Users/ann/app"], parse_mountinfo(WSL2))
+    assert _backends(targets) == {"/mnt/c/Users/ann/app": Backend.STAT}
+    docker = plan(["/app", "/web", "/data", "/srv"], parse_mountinfo(DOCKER_DESKTOP))
+    assert _backends(docker) == {
+        "/app": Backend.STAT,
+        "/web": Backend.STAT,
+        "/data": Backend.STAT,
+        "/srv": Backend.EVENTS,
+    }
+
+
+def test_overrides_win_and_the_most_specific_wins() -> None:
+    mounts = parse_mountinfo(UBUNTU_DESKTOP)
+    targets = plan(
+        ["/home/ann"],
+        mounts,
+        poll=["/home/ann/vendor", "/home/ann/remote/local/deeper"],
+        events=["/home/ann/remote/local"],
+    )
+    assert _backends(targets) == {
+        "/home/ann": Backend.EVENTS,
+        "/home/ann/vendor": Backend.STAT,
+        "/home/ann/remote": Backend.STAT,
+        "/home/ann/remote/local": Backend.EVENTS,
+        "/home/ann/remote/local/deeper": Backend.STAT,
+    }
+    by_path = {t.path: t for t in targets}
+    assert set(by_path["/home/ann"].excludes) == {"/home/ann/vendor", "/home/ann/remote"}
+    assert by_path["/home/ann/remote"].excludes == ("/home/ann/remote/local",)
+    assert by_path["/home/ann/vendor"].reason == "override: --poll /home/ann/vendor"
+
+
+def test_force_polling_everywhere_but_events_override_still_wins() -> None:
+    mounts = parse_mountinfo(UBUNTU_DESKTOP)
+    targets = plan(["/home/ann", "/srv"], mounts, force_polling=True, events=["/srv/fast"])
+    assert _backends(targets) == {
+        "/home/ann": Backend.STAT,
+        "/srv": Backend.STAT,
+        "/srv/fast": Backend.EVENTS,
+    }
+
+
+def test_nested_mounts_with_the_same_backend_are_not_split() -> None:
+    mounts = parse_mountinfo(UBUNTU_DESKTOP) + [Mount(300, 29, "/home/ann/p/tmp", "tmpfs", "t")]
+    assert _backends(plan(["/home/ann/p"], mounts)) == {"/home/ann/p": Backend.EVENTS}
+
+
+def test_roots_inside_other_roots_are_covered() -> None:
+    targets = plan(["/srv/app/src", "/srv/app", "/srv/app/src/x"], parse_mountinfo(DEBIAN_VM))
+    assert [t.path for t in targets] == ["/srv/app"]
+
+
+def test_no_mount_table_means_events_plus_overrides() -> None:
+    targets = plan(["/Users/ann/app"], [], poll=["/Users/ann/app/share"])
+    assert _backends(targets) == {
+        "/Users/ann/app": Backend.EVENTS,
+        "/Users/ann/app/share": Backend.STAT,
+    }
+
+
+def test_the_fuse_mount_itself_as_root_and_a_sibling_prefix() -> None:
+    # "/tmp/x/M2" shares a prefix with the mount "/tmp/x/M" but is not inside it.
+    targets = plan(["/tmp/x/M", "/tmp/x/M2"], parse_mountinfo(DEBIAN_VM))
+    assert _backends(targets) == {"/tmp/x/M": Backend.STAT, "/tmp/x/M2": Backend.EVENTS}
