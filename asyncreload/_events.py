@@ -211,9 +211,11 @@ class _TargetWatch:
                 vanished = 0
                 reason = ""
             if reason:
+                # The poller's first sweep is done when fallback returns: only then is this
+                # target being watched, and only then may the watcher say it is ready.
+                await fallback(self.target, reason)
                 if not started:
                     task_status.started()
-                await fallback(self.target, reason)
                 return
             with contextlib.ExitStack() as stack:
                 for n in notifiers:
