@@ -89,6 +89,7 @@ def layout(target: Target, path_filter: PathFilter) -> Layout:
             parent = posixpath.dirname(parent)
     prefix = len(target.root.rstrip("/")) + 1
     recursive = []
+    pruned = False
     for directory in sorted(flat):
         with (
             contextlib.suppress(FileNotFoundError, NotADirectoryError),
@@ -99,8 +100,16 @@ def layout(target: Target, path_filter: PathFilter) -> Layout:
                 if child in flat or child in target.excludes:
                     continue
                 with contextlib.suppress(OSError):
-                    if entry.is_dir() and path_filter.walks(child[prefix:]):
+                    if not entry.is_dir():
+                        continue
+                    if path_filter.walks(child[prefix:]):
                         recursive.append(child)
+                    else:
+                        pruned = True
+    if not target.excludes and not pruned:
+        # Nothing to keep out: one recursive watch on the top. It takes in new directories by
+        # itself, and one watch thread wakes half as often as two.
+        return Layout(flat=(), recursive=(top,))
     return Layout(flat=tuple(sorted(flat)), recursive=tuple(sorted(recursive)))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from asyncreload import PathFilter, Source
-from asyncreload._events import layout
+from asyncreload._events import Layout, layout
 from asyncreload._plan import Target
 
 from .conftest import IN_CI
@@ -32,6 +32,16 @@ def test_layout_watches_the_way_down_flat_and_the_rest_recursively(tmp_path: Pat
     assert lay.flat == (str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a/b"))
     # ignored directories at the flat levels cost no watches; the polled mount is never walked
     assert lay.recursive == tuple(str(tmp_path / p) for p in ("a/b/sib", "a/other", "top"))
+
+
+def test_layout_without_anything_to_keep_out_is_one_recursive_watch(tmp_path: Path) -> None:
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    target = Target(str(tmp_path), Source.EVENTS, "test", root=str(tmp_path))
+    assert layout(target, PathFilter()) == Layout(flat=(), recursive=(str(tmp_path),))
+    (tmp_path / ".git").mkdir()
+    assert layout(target, PathFilter()) == Layout(
+        flat=(str(tmp_path),), recursive=(str(tmp_path / "src"),)
+    )
 
 
 def _watches_in_use(uid: int) -> int:
