@@ -42,6 +42,8 @@ DEAD_MOUNT_ERRNOS = frozenset(
 
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
 # A directory whose mtime is this recent may still change within the same timestamp tick after
 # we read it (timestamps are coarse), so its listing is re-read next time even if the mtime
 # looks the same.
@@ -225,17 +227,39 @@ class _Walk:
         self, path: str, ancestors: frozenset[tuple[int, int]]
     ) -> list[tuple[str, frozenset[tuple[int, int]]]]:
         """Stat ``path``'s files into the new snapshot; return its subdirectories to walk."""
-        sweeper = self.sweeper
+        try:
+            fd = os.open(path, _DIR_FLAGS)
+        except OSError as e:
+            if e.errno == errno.ENOTDIR and path == self.sweeper.root:
+                self._read_root_file(path)
+            elif e.errno not in _GONE_ERRNOS:
+                self._problem(path, e)
+            return []
+        try:
+            return self._read_open_dir(path, fd, ancestors)
+        except OSError as e:
+            if e.errno not in _GONE_ERRNOS:
+                self._problem(path, e)
+            return []
+        finally:
+            os.close(fd)
+
+    def _read_root_file(self, path: str) -> None:
         try:
             st = os.stat(path)
         except OSError as e:
             if e.errno not in _GONE_ERRNOS:
                 self._problem(path, e)
-            return []
-        if not stat.S_ISDIR(st.st_mode):
-            if path == sweeper.root:  # a single file given as a root
-                self.new.files[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
-            return []
+            return
+        self.new.files[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _read_open_dir(
+        self, path: str, fd: int, ancestors: frozenset[tuple[int, int]]
+    ) -> list[tuple[str, frozenset[tuple[int, int]]]]:
+        # Everything below goes through the open directory (stat(name, dir_fd=fd)): the kernel
+        # then resolves one name, not the whole path again. On FUSE, where each component costs
+        # a round trip to the daemon, that makes a sweep 2-3x faster.
+        st = os.fstat(fd)
         ident = (st.st_dev, st.st_ino)
         if ident in ancestors:
             log.debug("%s: a symlink loop; not walked again", path)
@@ -252,12 +276,7 @@ class _Walk:
             entries = before.entries
             trusted = True
         else:
-            try:
-                entries = self._list(path)
-            except OSError as e:
-                if e.errno not in _GONE_ERRNOS:
-                    self._problem(path, e)
-                return []
+            entries = self._list(path, fd)
             trusted = self.now_ns - st.st_mtime_ns > _FRESH_NS
         self.new.dirs[path] = _Dir(st.st_mtime_ns, st.st_ino, entries, trusted)
 
@@ -270,17 +289,16 @@ class _Walk:
                 subdirs.append((child, ancestors))
                 continue
             try:
-                cst = os.stat(child)
+                cst = os.stat(name, dir_fd=fd)
             except OSError as e:
                 if e.errno == errno.ELOOP or e.errno in _GONE_ERRNOS:
                     # vanished mid-sweep (gone), or a dangling/looping symlink: watch the link
                     try:
-                        cst = os.lstat(child)
+                        cst = os.stat(name, dir_fd=fd, follow_symlinks=False)
                     except OSError:
                         continue
                 elif e.errno in DEAD_MOUNT_ERRNOS:
-                    self._problem(path, e)
-                    return []
+                    raise
                 else:
                     continue
             if stat.S_ISDIR(cst.st_mode):  # a symlink to a directory, or a type change
@@ -289,7 +307,7 @@ class _Walk:
             files[child] = (cst.st_mtime_ns, cst.st_size, cst.st_ino)
         return subdirs
 
-    def _list(self, path: str) -> tuple[tuple[str, bool], ...]:
+    def _list(self, path: str, fd: int) -> tuple[tuple[str, bool], ...]:
         sweeper = self.sweeper
         excludes = sweeper.excludes
         walks = sweeper.filter.walks
@@ -297,12 +315,13 @@ class _Walk:
         relative = sweeper.relative
         base = path.rstrip("/") + "/"
         entries = []
-        with os.scandir(path) as it:
+        # scandir(fd) consumes the descriptor's position, not the descriptor: ours stays open.
+        with os.scandir(fd) as it:
             for entry in it:
                 child = base + entry.name
                 try:
                     # follow_symlinks=False would treat a symlinked source dir as a file;
-                    # loops are ended by the visited set.
+                    # loops are ended by the ancestors check.
                     is_dir = entry.is_dir()
                 except OSError:
                     is_dir = False
