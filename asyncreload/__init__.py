@@ -20,6 +20,9 @@ from ._exceptions import (
 )
 from ._merge import ChangeBatch, ChangeStream
 from ._plan import Target
+from ._process import ManagedProcess, StopResult, open_managed_process
+from ._run import OnExit, ProcessRunner, run_process
+from ._serve import ReloadStrategy, ServeConfig, ServeError, serve, serve_async
 from ._types import Backend, Change, ChangeKind, Source
 from ._watch import awatch, explain, open_watcher
 from .filters import DEFAULT_IGNORE_DIRS, DEFAULT_IGNORE_GLOBS, PathFilter
@@ -39,13 +42,24 @@ __all__ = [
     "CommandNotExecutableError",
     "CommandNotFoundError",
     "ConfigError",
+    "ManagedProcess",
+    "OnExit",
     "PathFilter",
     "PathNotFoundError",
+    "ProcessRunner",
+    "ReloadStrategy",
+    "ServeConfig",
+    "ServeError",
     "Source",
+    "StopResult",
     "Target",
     "WatchPathError",
     "__version__",
     "awatch",
     "explain",
+    "open_managed_process",
     "open_watcher",
+    "run_process",
+    "serve",
+    "serve_async",
 ]

@@ -49,6 +49,17 @@ def has(path: Path | str, kind: ChangeKind | None = None, source: Source | None 
     return check
 
 
+async def eventually(
+    condition: Callable[[], object], *, timeout: float = DEADLINE, what: str = "condition"
+) -> None:
+    """Poll ``condition`` on the event loop (other tasks keep running) until it holds."""
+    with anyio.move_on_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
+        return
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def all_of(*predicates: Callable[[list[Change]], bool]) -> Callable[[list[Change]], bool]:
     return lambda seen: all(p(seen) for p in predicates)
 

@@ -1,0 +1,467 @@
+"""The guard: a small process between asyncreload and the command, so nothing outlives asyncreload.
+
+asyncreload starts one guard per run (``python -I _guard.py CONFIG``, stdlib only, so it starts
+fast and imports nothing of asyncreload) and talks to it over a socket. The guard
+
+- makes itself a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): whatever the command
+  starts and abandons, even a grandchild that called ``setsid()`` or double-forked, is re-parented
+  to the guard instead of to init, so "nothing left behind" is simply "the guard has no child";
+- starts the command when told, in a process group of its own, and hands it the terminal (makes
+  that group the terminal's foreground group) when asyncreload holds the terminal;
+- stops it: the stop signal to the group and to every descendant outside it, then the grace
+  period, then SIGKILL to every descendant, and reaps them all;
+- on EOF of the socket (asyncreload exited or was killed, even with SIGKILL: the kernel closes the
+  socket either way) or on SIGTERM/SIGHUP to itself, stops everything the same way and exits.
+
+It does not use a parent-death signal for itself: that fires when the *thread* that forked the
+guard exits, and trio starts processes from worker threads that come and go.
+
+While a command holds the terminal, a *sentinel* (a forked copy of the guard that only waits for
+signals) sits in its process group, so it gets the SIGINT or SIGQUIT the terminal sends on Ctrl-C
+or Ctrl-\\ and tells the guard, which tells asyncreload: the user pressed Ctrl-C, even if the
+command handles SIGINT and exits 0, or ignores it.
+
+Protocol, one JSON object per line each way::
+
+    asyncreload -> guard   {"op": "spawn", "argv": [...], "env": {...}, "cwd": "..."|null}
+                           {"op": "stop", "signal": 15, "grace": 5.0, "signalled": false}
+                           {"op": "kill"}   (during a stop: don't wait out the grace period)
+    guard -> asyncreload   {"event": "ready", "pid": N}
+                           {"event": "started", "pid": N}
+                           {"event": "error", "errno": E, "message": "..."}
+                           {"event": "exited", "pid": N, "returncode": RC}
+                           {"event": "interrupt", "signal": 2}
+                           {"event": "stopped", "killed": false, "stuck": []}
+
+``returncode`` is as in :mod:`subprocess`: negative for a death by signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import termios
+import time
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["descendants", "main", "parse_stat"]
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+KILL_TIMEOUT = 10.0
+"""Seconds to wait for SIGKILLed processes to be reaped before reporting them as stuck (a process
+in uninterruptible sleep, e.g. on a dead NFS server, can't die until the kernel lets it)."""
+
+_HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP)
+_IGNORED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP)
+_INTERRUPTS = (signal.SIGINT, signal.SIGQUIT)
+
+
+def parse_stat(text: str) -> tuple[str, int, int]:
+    """``(state, ppid, pgid)`` from the text of ``/proc/PID/stat``.
+
+    The command name is in parentheses and may itself hold spaces and parentheses, so the fields
+    are counted from the last ``)``.
+
+    >>> parse_stat("42 (my (odd) name) S 7 42 42 0 -1")
+    ('S', 7, 42)
+    """
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every living descendant of ``root`` (from ``/proc``), as ``{pid: pgid}``.
+
+    Zombies are left out: they are dead already, and only wait to be reaped.
+    """
+    children: dict[int, list[int]] = {}
+    pgids: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                state, ppid, pgid = parse_stat(f.read())
+        except (OSError, ValueError):
+            continue  # it exited while we looked
+        if state == "Z":
+            continue
+        pid = int(entry.name)
+        children.setdefault(ppid, []).append(pid)
+        pgids[pid] = pgid
+    found: dict[int, int] = {}
+    todo = list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found[pid] = pgids[pid]
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def _prctl(option: int, arg: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _signal(pid: int, sig: int, *, group: bool = False) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone already
+        (os.killpg if group else os.kill)(pid, sig)
+
+
+@dataclass
+class _Stop:
+    deadline: float
+    killed: bool = False
+
+
+class Guard:
+    """The guard's state and its event loop; one instance per guard process."""
+
+    def __init__(self, sock: socket.socket, config: dict[str, Any]) -> None:
+        self.sock = sock
+        self.pid = os.getpid()
+        self.stop_signal = int(config.get("signal", signal.SIGTERM))
+        self.grace = float(config.get("grace", 5.0))
+        # The process group to give the terminal back to when a command ends (asyncreload's own),
+        # or None when asyncreload does not hold the terminal.
+        self.terminal_pgrp: int | None = config.get("terminal_pgrp")
+        self.termios: list[Any] | None = None
+        self.child: int | None = None
+        self.sentinel: int | None = None
+        self.sentinel_fd: int | None = None
+        self.stopping: _Stop | None = None
+        self.closing = False
+        self.inbox = b""
+        self.selector = selectors.DefaultSelector()
+        self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Become a subreaper with its own process group; route signals into the loop."""
+        # Out of asyncreload's process group: Ctrl-C and the shell's job-control signals for
+        # asyncreload's job must not reach the guard, which follows asyncreload by its socket.
+        os.setpgid(0, 0)
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        for sig in _IGNORED:
+            signal.signal(sig, signal.SIG_IGN)
+        for sig in _HANDLED:
+            signal.signal(sig, lambda *_: None)
+        signal.set_wakeup_fd(self.wakeup_w)
+        if self.terminal_pgrp is not None:
+            try:
+                self.termios = termios.tcgetattr(0)
+            except (OSError, termios.error):
+                self.termios = None
+        self.sock.setblocking(False)
+        self.selector.register(self.sock, selectors.EVENT_READ, "socket")
+        self.selector.register(self.wakeup_r, selectors.EVENT_READ, "signal")
+        self.send(event="ready", pid=self.pid)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve requests until the socket closes and everything is stopped."""
+        while not (self.closing and self.stopping is None):
+            timeout = None
+            if self.stopping is not None:
+                timeout = max(0.0, self.stopping.deadline - time.monotonic())
+            for key, _ in self.selector.select(timeout):
+                if key.data == "socket":
+                    self.on_socket()
+                elif key.data == "signal":
+                    self.on_signals()
+                else:
+                    self.on_sentinel()
+            self.reap()
+            self.check_stop()
+        self.give_back_terminal()
+
+    def on_socket(self) -> None:
+        try:
+            data = self.sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        self.inbox += data
+        while b"\n" in self.inbox:
+            line, self.inbox = self.inbox.split(b"\n", 1)
+            try:
+                request = json.loads(line)
+                self.handle(request)
+            except (ValueError, KeyError, TypeError) as e:
+                self.send(event="error", errno=errno.EINVAL, message=f"bad request: {e}")
+
+    def on_signals(self) -> None:
+        try:
+            received = os.read(self.wakeup_r, 512)
+        except BlockingIOError:
+            return
+        if signal.SIGTERM in received or signal.SIGHUP in received:
+            self.close()
+
+    def on_sentinel(self) -> None:
+        assert self.sentinel_fd is not None
+        data = os.read(self.sentinel_fd, 16)
+        self.selector.unregister(self.sentinel_fd)
+        os.close(self.sentinel_fd)
+        self.sentinel_fd = None
+        if data and self.stopping is None:
+            self.send(event="interrupt", signal=data[0])
+
+    def close(self) -> None:
+        """Asyncreload is gone (or we were told to go): stop everything, then exit."""
+        if self.closing:
+            return
+        self.closing = True
+        with contextlib.suppress(KeyError):  # not registered yet: it failed during set-up
+            self.selector.unregister(self.sock)
+        if self.stopping is None:
+            self.begin_stop(self.stop_signal, self.grace, signalled=False)
+
+    def handle(self, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        if op == "spawn":
+            self.spawn(request["argv"], request["env"], request.get("cwd"))
+        elif op == "stop":
+            grace = float(request.get("grace", self.grace))
+            sig = int(request.get("signal", self.stop_signal))
+            self.begin_stop(sig, grace, signalled=bool(request.get("signalled")))
+            self.check_stop()
+        elif op == "kill" and self.stopping is not None and not self.stopping.killed:
+            self.stopping.deadline = 0.0
+            self.check_stop()
+
+    def send(self, **message: Any) -> None:
+        if self.closing:
+            return
+        try:
+            self.sock.setblocking(True)
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+            self.sock.setblocking(False)
+        except OSError:
+            self.close()
+
+    # -- starting -------------------------------------------------------------------------------
+
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
+        if self.child is not None:
+            self.send(event="error", errno=errno.EBUSY, message="a command is already running")
+            return
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        # Block signals across fork: the child must not run the guard's handlers (they'd write to
+        # the guard's wakeup pipe) before it has reset them.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        pid = os.fork()
+        if pid == 0:
+            _exec_child(argv, env, cwd, err_w, mask, foreground=self.terminal_pgrp is not None)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(err_w)
+        # As a shell does, both parent and child set the group: whichever runs first. (This fails
+        # if the child exec'd already, but then it did it itself.)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        with os.fdopen(err_r, "rb") as f:
+            failure = f.read()  # EOF when exec succeeded (the pipe is close-on-exec)
+        if failure:
+            os.waitpid(pid, 0)
+            code = int(failure)
+            self.give_back_terminal()
+            self.send(event="error", errno=code, message=os.strerror(code))
+            return
+        self.child = pid
+        if self.terminal_pgrp is not None:
+            self.start_sentinel(pid)
+        self.send(event="started", pid=pid)
+
+    def start_sentinel(self, pgid: int) -> None:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        pid = os.fork()
+        if pid == 0:
+            _sentinel(pgid, self.pid, write_fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(write_fd)
+        with contextlib.suppress(OSError):  # the command's group is gone: the sentinel will exit
+            os.setpgid(pid, pgid)
+        self.sentinel, self.sentinel_fd = pid, read_fd
+        self.selector.register(read_fd, selectors.EVENT_READ, "sentinel")
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def begin_stop(self, sig: int, grace: float, *, signalled: bool) -> None:
+        self.kill_sentinel()
+        group = self.child
+        if group is not None and not signalled:
+            _signal(group, sig, group=True)
+        strays = [p for p, g in descendants(self.pid).items() if g != group]
+        for pid in strays:
+            _signal(pid, sig)
+        if sig not in (signal.SIGKILL, signal.SIGCONT):
+            # A stopped process only acts on the signal once it runs again.
+            if group is not None:
+                _signal(group, signal.SIGCONT, group=True)
+            for pid in strays:
+                _signal(pid, signal.SIGCONT)
+        self.stopping = _Stop(deadline=time.monotonic() + grace)
+
+    def check_stop(self) -> None:
+        stop = self.stopping
+        if stop is None:
+            return
+        if not self.reap():
+            self.stopping = None
+            self.send(event="stopped", killed=stop.killed, stuck=[])
+            return
+        if time.monotonic() < stop.deadline:
+            return
+        if not stop.killed:
+            self.kill_all()
+            stop.killed = True
+            stop.deadline = time.monotonic() + KILL_TIMEOUT
+            self.check_stop()
+            return
+        stuck = sorted(descendants(self.pid))
+        self.stopping = None
+        self.send(event="stopped", killed=True, stuck=stuck)
+
+    def kill_all(self) -> None:
+        """SIGKILL every descendant; sweep again in case one forked while we walked."""
+        if self.child is not None:
+            _signal(self.child, signal.SIGKILL, group=True)
+        for _ in range(10):
+            found = descendants(self.pid)
+            if not found:
+                return
+            for pid in found:
+                _signal(pid, signal.SIGKILL)
+            time.sleep(0.001)
+
+    def kill_sentinel(self) -> None:
+        if self.sentinel is not None:
+            _signal(self.sentinel, signal.SIGKILL)
+            self.sentinel = None
+
+    def reap(self) -> bool:
+        """Reap every child that has exited; True while any child is left."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if pid == 0:
+                return True
+            if pid == self.child:
+                self.child = None
+                self.kill_sentinel()
+                self.give_back_terminal()
+                self.send(event="exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
+
+    # -- the terminal ---------------------------------------------------------------------------
+
+    def give_back_terminal(self) -> None:
+        if self.terminal_pgrp is None:
+            return
+        try:
+            if self.termios is not None:
+                # A command killed in raw mode (a debugger, a curses app) would leave the
+                # terminal unusable; a shell restores it the same way after each job.
+                termios.tcsetattr(0, termios.TCSADRAIN, self.termios)
+            os.tcsetpgrp(0, self.terminal_pgrp)
+        except (OSError, termios.error):
+            pass  # no terminal any more, or asyncreload's group is gone
+
+
+def _reset_signals() -> None:
+    for sig in (*_HANDLED, *_IGNORED, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _exec_child(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    err_w: int,
+    mask: set[int],
+    *,
+    foreground: bool,
+) -> None:
+    """In the forked child: own group, the terminal if asked, default signals, exec; no return."""
+    code = 0
+    try:
+        signal.set_wakeup_fd(-1)
+        os.setpgid(0, 0)
+        if foreground:
+            # SIGTTOU is still ignored here (inherited from the guard): a background group may
+            # then take the terminal. Done before exec so the command never reads from a terminal
+            # it doesn't own (which would stop it with SIGTTIN).
+            with contextlib.suppress(OSError):  # the terminal hung up: run the command anyway
+                os.tcsetpgrp(0, os.getpid())
+        _reset_signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if cwd is not None:
+            os.chdir(cwd)
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        code = e.errno or errno.EINVAL
+    except BaseException:
+        code = errno.EINVAL
+    try:
+        os.write(err_w, str(code).encode())
+    finally:
+        os._exit(127)
+
+
+def _sentinel(pgid: int, guard: int, write_fd: int) -> None:
+    """In the forked sentinel: join the command's group, report Ctrl-C. Never returns."""
+    try:
+        signal.set_wakeup_fd(-1)
+        # Keep nothing of the guard's open but the pipe back to it.
+        os.dup2(write_fd, 3)
+        os.closerange(4, 1 << 16)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the guard is single-threaded: this is safe
+        if os.getppid() != guard:
+            os._exit(0)
+        os.setpgid(0, pgid)
+        # Every signal is still blocked (from the fork), so these are picked up here, and
+        # a Ctrl-Z doesn't stop the sentinel.
+        got = signal.sigwait({*_INTERRUPTS, signal.SIGTERM, signal.SIGHUP})
+        if got in _INTERRUPTS:
+            os.write(3, bytes([got]))
+    finally:
+        os._exit(0)
+
+
+def main(argv: list[str]) -> int:
+    """Run the guard: ``_guard.py '{"fd": N, "signal": 15, "grace": 5.0, "terminal_pgrp": P}'``."""
+    config = json.loads(argv[1])
+    sock = socket.socket(fileno=int(config["fd"]))
+    os.set_inheritable(sock.fileno(), False)  # the commands must not hold it
+    guard = Guard(sock, config)
+    try:
+        guard.setup()
+        guard.run()
+    except BaseException:
+        guard.kill_all()  # whatever went wrong, leave nothing behind
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,390 @@
+"""A managed command: its own process group, a stop signal, a grace period, SIGKILL, no orphans.
+
+:func:`open_managed_process` starts a guard process (see ``_guard.py``) and yields a
+:class:`ManagedProcess` that starts, waits for and stops commands through it. The guard is a child
+subreaper that watches its socket to us: when this process goes away for any reason, SIGKILL
+included, the guard stops whatever the command left running and exits. So a command run here can
+never outlive us, and neither can anything it started.
+
+Works the same on asyncio and trio; every wait is cancellable except a stop, which is shielded
+and bounded by the grace period: cancelling the caller stops the command gracefully, then kills it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal as signals
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import Process, TaskStatus, UNIXSocketStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from ._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
+
+__all__ = ["ManagedProcess", "StopResult", "open_managed_process", "returncode_to_status"]
+
+log = logging.getLogger("asyncreload.process")
+
+GUARD = str(Path(__file__).with_name("_guard.py"))
+DEFAULT_GRACE = 5.0
+"""Seconds between the stop signal and SIGKILL."""
+_MARGIN = 15.0
+"""Seconds on top of the grace period that we wait for the guard before giving up on it."""
+_MAX_LINE = 1 << 20
+
+StrPath = str | os.PathLike[str]
+
+
+def returncode_to_status(returncode: int) -> int:
+    """The shell's exit status for a :mod:`subprocess`-style returncode: 128+N for signal N.
+
+    >>> returncode_to_status(3), returncode_to_status(-signals.SIGTERM)
+    (3, 143)
+    """
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe_returncode(returncode: int) -> str:
+    """``exited with code 3`` or ``killed by SIGTERM``, for log lines.
+
+    >>> describe_returncode(-9)
+    'killed by SIGKILL'
+    """
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signals.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"killed by {name}"
+
+
+@dataclass(frozen=True)
+class StopResult:
+    """What :meth:`ManagedProcess.stop` found and did."""
+
+    returncode: int | None
+    """The command's returncode (negative: killed by that signal); None if none was started."""
+    killed: bool
+    """Whether the grace period ran out and SIGKILL was needed."""
+    stuck: tuple[int, ...] = ()
+    """PIDs that not even SIGKILL ended (uninterruptible sleep): rare, and worth a warning."""
+
+
+@dataclass
+class _Child:
+    pid: int
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    interrupted: anyio.Event = field(default_factory=anyio.Event)
+    returncode: int | None = None
+
+
+class ManagedProcess:
+    """One command at a time, run under the guard; made by :func:`open_managed_process`.
+
+    ::
+
+        async with open_managed_process(grace=2) as proc:
+            await proc.start(["python", "app.py"])
+            returncode = await proc.wait()
+    """
+
+    def __init__(
+        self, stream: UNIXSocketStream, *, stop_signal: int, grace: float, foreground: bool
+    ) -> None:
+        self._stream = stream
+        self._lines = BufferedByteReceiveStream(stream)
+        self.stop_signal = stop_signal
+        self.grace = grace
+        self.foreground = foreground
+        """Whether each command gets the terminal (becomes the foreground process group)."""
+        self._replies, self._reply_stream = anyio.create_memory_object_stream[dict[str, Any]](8)
+        self._child: _Child | None = None
+        self._last: _Child | None = None
+        self._lock = anyio.Lock()
+        self._broken = False
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        """The PID (and process group) of the running command, or None."""
+        return self._child.pid if self._child else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The returncode of the last command that exited (negative: killed by that signal)."""
+        return self._last.returncode if self._last else None
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the terminal interrupted (Ctrl-C, Ctrl-\\\\) the command started last."""
+        return self._last is not None and self._last.interrupted.is_set()
+
+    async def start(
+        self,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: StrPath | None = None,
+    ) -> int:
+        """Start ``command`` in a new process group; return its PID. Stop the last one first.
+
+        Raises :class:`~asyncreload.CommandNotFoundError` or
+        :class:`~asyncreload.CommandNotExecutableError` when it can't be run.
+        """
+        if self._child is not None:
+            raise CommandError("a command is already running: stop it first")
+        request = {
+            "op": "spawn",
+            "argv": list(command),
+            "env": dict(os.environ if env is None else env),
+            "cwd": None if cwd is None else os.fspath(cwd),
+        }
+        async with self._lock:
+            with anyio.CancelScope(shield=True), anyio.fail_after(_MARGIN):
+                # Shielded: once asked, the guard will answer; a reply nobody reads would be
+                # taken for the answer to the next request.
+                reply = await self._request(request)
+        if reply["event"] == "error":
+            raise _start_error(command[0], reply["errno"], reply["message"])
+        pid: int = reply["pid"]
+        log.debug("started %s (pid %d)", command[0], pid)
+        return pid
+
+    async def wait(self) -> int:
+        """Wait for the running (or last) command to exit; return its returncode."""
+        child = self._child or self._last
+        if child is None:
+            raise CommandError("no command was started")
+        await child.exited.wait()
+        if child.returncode is None:
+            raise CommandError("the guard process exited unexpectedly")
+        return child.returncode
+
+    async def wait_interrupted(self) -> None:
+        """Wait until the terminal interrupts the running command (the user pressed Ctrl-C)."""
+        child = self._child or self._last
+        if child is None:
+            await anyio.sleep_forever()
+        else:
+            await child.interrupted.wait()
+
+    async def stop(
+        self,
+        *,
+        signal: int | None = None,
+        grace: float | None = None,
+        signalled: bool = False,
+    ) -> StopResult:
+        """Stop the command and everything it started; reap them all.
+
+        The stop signal (default: the one given to :func:`open_managed_process`) goes to the
+        command's process group and to every descendant that left it; whatever is still alive
+        after ``grace`` seconds gets SIGKILL. With ``signalled``, the group is not sent the
+        signal again (the terminal sent it SIGINT already). Also cleans up after a command that
+        exited by itself but left processes behind; returns at once when there's nothing to stop.
+
+        Shielded from cancellation, and bounded: it takes at most ``grace`` seconds plus the time
+        SIGKILL takes.
+        """
+        grace = self.grace if grace is None else grace
+        request = {
+            "op": "stop",
+            "signal": int(self.stop_signal if signal is None else signal),
+            "grace": grace,
+            "signalled": signalled,
+        }
+        async with self._lock:
+            with anyio.CancelScope(shield=True), anyio.fail_after(grace + _MARGIN):
+                reply = await self._request(request)
+        # The guard reports the command's exit before the end of the stop, so _child is None now
+        # unless it is stuck.
+        self._child = None
+        stuck = tuple(reply.get("stuck", ()))
+        if stuck:
+            log.warning("processes that SIGKILL could not end: %s", ", ".join(map(str, stuck)))
+        return StopResult(self.returncode, bool(reply.get("killed")), stuck)
+
+    async def kill(self) -> None:
+        """During a :meth:`stop`, SIGKILL everything now instead of waiting out the grace period."""
+        if not self._broken:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self._send({"op": "kill"})
+
+    # -- the socket -----------------------------------------------------------------------------
+
+    async def _send(self, message: Mapping[str, Any]) -> None:
+        await self._stream.send(json.dumps(message).encode() + b"\n")
+
+    async def _request(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        if self._broken:
+            raise CommandError("the guard process exited unexpectedly")
+        try:
+            await self._send(message)
+            return await self._reply_stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise CommandError("the guard process exited unexpectedly") from None
+
+    async def _read(self, *, task_status: TaskStatus[int]) -> None:
+        """Route the guard's messages: replies to the waiting request, events to the child.
+
+        Shielded: a cancellation of the caller must not end it, since stopping the command on
+        the way out needs the guard's replies. It ends when the socket closes.
+        """
+        with anyio.CancelScope(shield=True):
+            try:
+                ready = await self._receive()
+                task_status.started(ready["pid"])
+                while True:
+                    self._dispatch(await self._receive())
+            except (
+                anyio.IncompleteRead,
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+                OSError,
+            ):
+                if not self._closing:
+                    self._guard_died()
+            finally:
+                self._broken = True
+                self._replies.close()
+                for child in (self._child, self._last):
+                    if child is not None:
+                        child.exited.set()
+
+    async def _receive(self) -> dict[str, Any]:
+        line = await self._lines.receive_until(b"\n", _MAX_LINE)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if event == "started":
+            # Set here, not in start(): the exit of a quick command may be the very next message,
+            # read before start() resumes.
+            self._child = self._last = _Child(message["pid"])
+        child = self._child
+        if event == "exited":
+            if child is not None and child.pid == message["pid"]:
+                child.returncode = message["returncode"]
+                child.exited.set()
+                self._child = None
+        elif event == "interrupt":
+            if child is not None:
+                child.interrupted.set()
+        else:
+            self._replies.send_nowait(message)
+
+    def _guard_died(self) -> None:
+        log.error("the guard process exited unexpectedly; killing the command's process group")
+        if self._child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(self._child.pid, signals.SIGKILL)
+
+
+def _start_error(name: str, code: int, message: str) -> CommandError:
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        return CommandNotFoundError(f"command not found: {name}")
+    if code in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
+        return CommandNotExecutableError(f"command not executable: {name} ({message.lower()})")
+    return CommandError(f"can't run {name}: {message}")
+
+
+def holds_terminal() -> bool:
+    """Whether this process may give the terminal to a command: stdin is a terminal and our
+    process group is its foreground group (not so when started in the background with ``&``)."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def open_managed_process(
+    *,
+    stop_signal: int = signals.SIGTERM,
+    grace: float = DEFAULT_GRACE,
+    foreground: bool = False,
+) -> AsyncIterator[ManagedProcess]:
+    """Start the guard; yield a :class:`ManagedProcess`; on exit stop the command and the guard.
+
+    ``stop_signal`` and ``grace`` are the defaults for :meth:`ManagedProcess.stop` and also what
+    the guard does by itself if this process dies. With ``foreground`` (only honoured when
+    :func:`holds_terminal`), each command becomes the terminal's foreground process group, so it
+    can read the terminal (``input()``, ``breakpoint()``) and gets the terminal's Ctrl-C.
+    """
+    terminal_pgrp = os.getpgrp() if foreground and holds_terminal() else None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    config: dict[str, float | None] = {
+        "fd": theirs.fileno(),
+        "signal": int(stop_signal),
+        "grace": grace,
+        "terminal_pgrp": terminal_pgrp,
+    }
+    try:
+        guard = await anyio.open_process(
+            [sys.executable, "-I", GUARD, json.dumps(config)],
+            stdin=None,
+            stdout=None,
+            stderr=None,
+            pass_fds=[theirs.fileno()],
+        )
+    except OSError as e:
+        ours.close()
+        raise CommandError(f"can't start the guard process: {e}") from e
+    finally:
+        theirs.close()  # the guard's copy is the only one: its death must reach us as EOF
+    stream = await UNIXSocketStream.from_socket(ours)
+    proc = ManagedProcess(
+        stream,
+        stop_signal=stop_signal,
+        grace=grace,
+        foreground=terminal_pgrp is not None,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            try:
+                with anyio.fail_after(_MARGIN):
+                    await tg.start(proc._read)
+                yield proc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await _shut_down(proc, guard)
+                    await stream.aclose()  # ends the reader
+    finally:
+        proc._reply_stream.close()
+        proc._replies.close()
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+            if guard.returncode is None:
+                guard.kill()
+                await guard.wait()
+
+
+async def _shut_down(proc: ManagedProcess, guard: Process) -> None:
+    """Stop the command, then half-close the socket: the guard sees EOF, and exits.
+
+    The guard is killed only as a last resort (it would leave the command's leftovers to init):
+    on EOF it stops everything within the grace period and exits by itself.
+    """
+    if not proc._broken:
+        with contextlib.suppress(CommandError, TimeoutError):
+            await proc.stop()
+    proc._closing = True
+    with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await proc._stream.send_eof()
+    with anyio.move_on_after(proc.grace + _MARGIN):
+        await guard.wait()
+    if guard.returncode is None:
+        log.error("the guard process did not exit; killing it")

@@ -1,0 +1,187 @@
+"""``[tool.asyncreload]`` in the nearest ``pyproject.toml``: defaults for ``asyncreload run``.
+
+The keys are the long options' names (``watch``, ``grace``, ``on-exit``, ...; ``_`` works as
+well as ``-``), plus ``command``. The command line overrides each of them, and the
+``ASYNCRELOAD_*`` environment variables override the watcher settings they name. Relative paths
+are relative to the directory of the ``pyproject.toml``::
+
+    [tool.asyncreload]
+    command = "python -m myapp"
+    watch = ["src", "templates"]
+    exclude = ["*.log"]
+    grace = 2
+    on-exit = "restart"
+
+"The nearest" is the first ``pyproject.toml`` found going up from the current directory; if it
+has no ``[tool.asyncreload]`` table there is no configuration (a parent's is not used).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    try:
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        tomllib = None
+
+__all__ = ["RunConfig", "find_pyproject", "load_config"]
+
+log = logging.getLogger("asyncreload.config")
+
+ENV_WINS = {
+    "force_polling": "ASYNCRELOAD_FORCE_POLLING",
+    "poll_interval": "ASYNCRELOAD_POLL_INTERVAL",
+    "debounce": "ASYNCRELOAD_DEBOUNCE",
+}
+"""Settings for which an environment variable, when set, beats the file (it is usually set for a
+reason the file can't know: a container, a CI job)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The checked ``[tool.asyncreload]`` table: option name (as the CLI's parameter) -> value."""
+
+    path: Path
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` at or above ``start`` (default: the current directory)."""
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    start: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> RunConfig | None:
+    """Read and check ``[tool.asyncreload]`` from the nearest ``pyproject.toml``, if any.
+
+    Raises :class:`~asyncreload.ConfigError` for a file that isn't valid TOML, an unknown key, or
+    a value of the wrong type.
+    """
+    path = find_pyproject(start)
+    if path is None:
+        return None
+    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
+        if "[tool.asyncreload]" in path.read_text(errors="replace"):
+            log.warning(
+                "%s: [tool.asyncreload] ignored: reading it needs tomli on Python 3.10", path
+            )
+        return None
+    try:
+        with path.open("rb") as f:
+            document = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: can't read it: {e}") from None
+    table = document.get("tool", {}).get("asyncreload")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.asyncreload] must be a table")
+    return RunConfig(path, check_table(table, path, os.environ if env is None else env))
+
+
+def check_table(table: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """Check each key of the table; return them under the CLI's parameter names.
+
+    >>> check_table({"on-exit": "restart", "watch": "src"}, Path("/p/pyproject.toml"), {})
+    {'on_exit': 'restart', 'watch': ('/p/src',)}
+    """
+    base = path.parent
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        name = key.replace("-", "_")
+        check = _KEYS.get(name)
+        if check is None:
+            known = ", ".join(sorted(k.replace("_", "-") for k in _KEYS))
+            raise ConfigError(f"{path}: [tool.asyncreload] has an unknown key {key!r} ({known})")
+        if name in ENV_WINS and ENV_WINS[name] in env:
+            continue
+        try:
+            values[name] = check(raw, base)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{path}: [tool.asyncreload] {key}: {e}") from None
+    return values
+
+
+# -- one checker per kind of value ---------------------------------------------------------------
+
+
+def _bool(raw: object, _: Path) -> bool:
+    if not isinstance(raw, bool):
+        raise TypeError("expected true or false")
+    return raw
+
+
+def _number(raw: object, _: Path) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+        raise TypeError("expected a non-negative number")
+    return float(raw)
+
+
+def _strings(raw: object, _: Path) -> tuple[str, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise TypeError("expected a string or a list of strings")
+    return tuple(items)
+
+
+def _paths(raw: object, base: Path) -> tuple[str, ...]:
+    return tuple(os.path.normpath(base / p) for p in _strings(raw, base))
+
+
+def _signal(raw: object, _: Path) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise TypeError('expected a signal name or number, e.g. "INT"')
+    return str(raw)
+
+
+def _on_exit(raw: object, _: Path) -> str:
+    if raw not in ("wait", "restart", "exit"):
+        raise ValueError('expected "wait", "restart" or "exit"')
+    return str(raw)
+
+
+def _command(raw: object, base: Path) -> str | tuple[str, ...]:
+    # A string stays whole: it is split like a shell would, unless "shell = true" runs it as is.
+    if isinstance(raw, str):
+        shlex.split(raw)  # a ValueError for an unclosed quote
+        return raw
+    return _strings(raw, base)
+
+
+_KEYS: dict[str, Callable[[object, Path], Any]] = {
+    "command": _command,
+    "watch": _paths,
+    "poll": _paths,
+    "events": _paths,
+    "force_polling": _bool,
+    "poll_interval": _number,
+    "debounce": _number,
+    "max_wait": _number,
+    "include": _strings,
+    "exclude": _strings,
+    "no_default_ignores": _bool,
+    "signal": _signal,
+    "grace": _number,
+    "on_exit": _on_exit,
+    "shell": _bool,
+    "clear": _bool,
+}

@@ -1,0 +1,586 @@
+"""The restart loop: run a command, restart it after each batch of changes, lose no change.
+
+:class:`ProcessRunner` consumes the watcher's stream of batches and drives a
+:class:`~asyncreload._process.ManagedProcess`. The stream is pull-based: while a restart is under
+way nothing is pulled, so changes made meanwhile fold into the next batch. A restart stops the
+command at once, but starts it again only when changes have stopped coming for a moment
+(:data:`SETTLE_QUIET`, counted from the start of the stop), so a burst (a checkout, a build) is one
+restart even when it pauses; what comes after the start causes exactly one more.
+
+:class:`Backoff` is the pure part: how long to wait before restarting a command that keeps
+exiting by itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal as signals
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+from ._exceptions import (
+    AsyncReloadError,
+    CommandError,
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    ConfigError,
+)
+from ._merge import ChangeBatch, ChangeStream
+from ._process import DEFAULT_GRACE, ManagedProcess, describe_returncode, open_managed_process
+from ._types import Change
+from ._watch import open_watcher
+
+__all__ = ["Backoff", "OnExit", "ProcessRunner", "parse_signal", "run_process"]
+
+log = logging.getLogger("asyncreload.run")
+
+StrPath = str | os.PathLike[str]
+
+CHANGES_LIMIT = 64 * 1024
+"""Bytes of JSON at most in ``ASYNCRELOAD_CHANGES``: Linux refuses to start a program with an
+environment string over 128 KiB, and a ``git checkout`` can change thousands of files."""
+SETTLE_QUIET = 0.1
+"""Seconds without a new batch before a command stopped for a change is started again. Starting
+it while a burst (a checkout, a build) is still being written would restart it again at the
+burst's next pause; worse, its start-up competes for the CPU with the writer, and makes those
+pauses longer. The stop counts towards it, so a command that takes that long to stop waits for
+nothing more."""
+SETTLE_CAP = 2.0
+"""Seconds at most that the start waits for changes to stop coming."""
+_SHOWN = 3
+"""Changed paths named in the log line of a restart."""
+_CLEAR = "\x1b[H\x1b[2J\x1b[3J"
+"""Cursor home, clear the screen, clear the scrollback (xterm and most others)."""
+
+
+class OnExit(str, enum.Enum):
+    """What to do when the command exits by itself."""
+
+    WAIT = "wait"
+    """Report its exit code and restart it on the next change."""
+    RESTART = "restart"
+    """Restart it at once; back off exponentially while it keeps exiting quickly."""
+    EXIT = "exit"
+    """Stop watching; :func:`run_process` returns the command's returncode."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Backoff:
+    """Delays before restarting a command that exits by itself, so a crash loop is never hot.
+
+    A command that ran for ``healthy`` seconds or more is restarted at once; the first quick exit
+    too; after that each quick exit doubles the delay, from ``first`` up to ``cap``.
+
+    >>> b = Backoff()
+    >>> [b.after(0.01) for _ in range(5)], b.after(60.0), b.after(0.01)
+    ([0.0, 0.1, 0.2, 0.4, 0.8], 0.0, 0.0)
+    """
+
+    first: float = 0.1
+    cap: float = 10.0
+    healthy: float = 5.0
+    quick_exits: int = 0
+
+    def after(self, ran_for: float) -> float:
+        """The delay before restarting a command that ran for ``ran_for`` seconds."""
+        if ran_for >= self.healthy:
+            self.quick_exits = 0
+            return 0.0
+        self.quick_exits += 1
+        if self.quick_exits == 1:
+            return 0.0
+        return min(self.first * 2.0 ** (self.quick_exits - 2), self.cap)
+
+
+def parse_signal(value: str | int) -> signals.Signals:
+    """A signal from a name or a number: ``TERM``, ``SIGTERM``, ``sigterm``, ``15``.
+
+    >>> parse_signal("int"), parse_signal(1)
+    (<Signals.SIGINT: 2>, <Signals.SIGHUP: 1>)
+    """
+    text = str(int(value)) if isinstance(value, int) else value.strip().upper()  # Signals too
+    try:
+        if text.isdigit():
+            return signals.Signals(int(text))
+        return signals.Signals[text if text.startswith("SIG") else "SIG" + text]
+    except (KeyError, ValueError):
+        raise ConfigError(f"unknown signal: {value!r} (try TERM, INT, HUP, QUIT or KILL)") from None
+
+
+def changes_env(batch: ChangeBatch, limit: int = CHANGES_LIMIT) -> dict[str, str]:
+    """``ASYNCRELOAD_CHANGES`` for a batch: a JSON list, cut to ``limit`` bytes if need be.
+
+    When the list is cut, ``ASYNCRELOAD_CHANGES_TRUNCATED=1`` says so.
+
+    >>> from asyncreload import Change, ChangeKind, Source
+    >>> changes_env((Change(ChangeKind.ADDED, "/a", Source.EVENTS),))
+    {'ASYNCRELOAD_CHANGES': '[{"change":"added","path":"/a","source":"events"}]'}
+    """
+    items: list[str] = []
+    size = 2
+    for change in batch:
+        item = json.dumps(change.to_json(), separators=(",", ":"))
+        size += len(item) + 1
+        if size > limit:
+            return {
+                "ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]",
+                "ASYNCRELOAD_CHANGES_TRUNCATED": "1",
+            }
+        items.append(item)
+    return {"ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]"}
+
+
+def summarize(batch: Sequence[Change], cwd: str, shown: int = _SHOWN) -> str:
+    """``3 changes: a.py, b.py, c.py`` or ``2,000 changes: a.py, b.py, c.py, ...``.
+
+    >>> from asyncreload import Change, ChangeKind, Source
+    >>> batch = [Change(ChangeKind.MODIFIED, f"/p/{n}.py", Source.EVENTS) for n in "abcd"]
+    >>> summarize(batch, "/p"), summarize(batch[:1], "/q")
+    ('4 changes: a.py, b.py, c.py, ...', '1 change: /p/a.py')
+    """
+    names = [_relative(c.path, cwd) for c in batch[:shown]]
+    more = ", ..." if len(batch) > shown else ""
+    return f"{len(batch):,} change{'s' if len(batch) != 1 else ''}: {', '.join(names)}{more}"
+
+
+def _relative(path: str, cwd: str) -> str:
+    return path[len(cwd) + 1 :] if path.startswith(cwd.rstrip("/") + "/") else path
+
+
+def _fold(earlier: ChangeBatch, later: ChangeBatch) -> ChangeBatch:
+    """One batch of two consecutive ones: each path once, with its latest change."""
+    merged = {c.path: c for c in earlier}
+    merged.update((c.path, c) for c in later)
+    return tuple(sorted(merged.values(), key=lambda c: c.path))
+
+
+def check_command(name: str, *, env: Mapping[str, str], cwd: str) -> None:
+    """Raise CommandNotFoundError/CommandNotExecutableError now rather than after the watcher's
+    first sweep (which may take a while on a big tree)."""
+    if "/" in name:
+        path = os.path.join(cwd, name)
+        if not os.path.exists(path):
+            raise CommandNotFoundError(f"command not found: {name}")
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise CommandNotExecutableError(f"command not executable: {name}")
+        return
+    search = env.get("PATH", os.defpath)
+    if shutil.which(name, path=search) is not None:
+        return
+    if shutil.which(name, mode=os.F_OK, path=search) is not None:
+        raise CommandNotExecutableError(f"command not executable: {name}")
+    raise CommandNotFoundError(f"command not found: {name}")
+
+
+@dataclass
+class _Wake:
+    """What ended a wait; more than one thing can happen in the same instant."""
+
+    batch: ChangeBatch = ()
+    exited: bool = False
+    interrupted: bool = False
+    timed_out: bool = False
+
+
+class ProcessRunner:
+    """Run a command under the watcher and restart it on changes; see :func:`run_process`.
+
+    Use the object when you need to steer it while it runs: :meth:`restart` and :meth:`stop`
+    (call them from the event loop that runs :meth:`run`)::
+
+        runner = ProcessRunner(["python", "app.py"], "src", grace=2)
+        async with anyio.create_task_group() as tg:
+            await tg.start(runner.run)   # returns once the command has started
+            ...
+            runner.stop()                # run() returns the command's returncode
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str] | str,
+        *paths: StrPath,
+        shell: bool = False,
+        stop_signal: int | str = signals.SIGTERM,
+        grace: float = DEFAULT_GRACE,
+        on_exit: OnExit | str = OnExit.WAIT,
+        clear: bool = False,
+        env: Mapping[str, str] | None = None,
+        cwd: StrPath | None = None,
+        foreground: bool = False,
+        **watch_options: Any,
+    ) -> None:
+        if isinstance(command, str):
+            command = [command] if shell else shlex.split(command)
+        if not command:
+            raise ConfigError("no command to run")
+        if grace < 0:
+            raise ConfigError(f"grace must be a non-negative number of seconds, not {grace!r}")
+        self.command = list(command)
+        self.argv = ["/bin/sh", "-c", " ".join(self.command)] if shell else self.command
+        self.paths = paths
+        self.shell = shell
+        self.stop_signal = parse_signal(stop_signal)
+        self.grace = grace
+        self.on_exit = OnExit(on_exit)
+        self.clear = clear
+        self.env = env
+        self.cwd = None if cwd is None else os.fspath(cwd)
+        self.foreground = foreground
+        self.watch_options = watch_options
+        self.starts = 0
+        """How many times the command was started (``ASYNCRELOAD_RESTART`` is this, before)."""
+        self._restart_requested = False
+        self._stop_requested = False
+        self._force = False
+        self._wake: anyio.Event | None = None
+        self._forced: anyio.Event | None = None
+
+    def restart(self) -> None:
+        """Restart the command now, as if a file had changed (e.g. on SIGHUP)."""
+        self._restart_requested = True
+        self._poke()
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop the command gracefully and return from :meth:`run`; ``force``: SIGKILL it now."""
+        self._stop_requested = True
+        self._force = self._force or force
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+        if self._force and self._forced is not None:
+            self._forced.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> int | None:
+        """Watch, run the command, restart it on changes, until :meth:`stop` or the command's exit
+        (with ``on_exit="exit"``) or the terminal's Ctrl-C.
+
+        Returns the command's returncode (as in :mod:`subprocess`: negative for a signal), or None
+        if no command was running when it was told to stop. Cancelling it stops the command
+        gracefully (stop signal, grace period, SIGKILL) before the cancellation goes on.
+        """
+        cwd = self.cwd or os.getcwd()
+        env = os.environ if self.env is None else self.env
+        if not self.shell:
+            check_command(self.argv[0], env=env, cwd=cwd)
+        self._wake, self._forced = anyio.Event(), anyio.Event()
+        if self._force:
+            self._forced.set()
+        try:
+            async with (
+                open_managed_process(
+                    stop_signal=self.stop_signal, grace=self.grace, foreground=self.foreground
+                ) as proc,
+                open_watcher(*self.paths, **self.watch_options) as changes,
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(self._kill_when_forced, proc)
+                result = await self._loop(proc, changes, task_status)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _raise_sole_error(group)
+            raise
+        return result
+
+    async def _kill_when_forced(self, proc: ManagedProcess) -> None:
+        assert self._forced is not None
+        await self._forced.wait()
+        await proc.kill()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _loop(
+        self, proc: ManagedProcess, changes: ChangeStream, task_status: TaskStatus[None]
+    ) -> int | None:
+        batch: ChangeBatch = ()
+        why = ""
+        backoff = Backoff()
+        while not self._stop_requested:
+            began = anyio.current_time()
+            await proc.stop()
+            stopped = anyio.current_time()
+            if why == "change":
+                batch = await _settle(changes, batch, since=began)
+            else:
+                batch = _fold(batch, await _due_batch(changes))
+            settled = anyio.current_time()
+            if why == "change":
+                log.debug("held the start %.0f ms for more changes", (settled - stopped) * 1000)
+            failure = await self._start(proc, batch)
+            started = anyio.current_time()
+            if self.starts == 1:
+                task_status.started()
+            else:
+                self._log_restart(why, batch, stopped - began, started - settled)
+            running = failure is None
+            # Once the command is gone: restart after this many seconds (None: on a change).
+            delay: float | None = None
+            if failure:
+                if self.on_exit is OnExit.EXIT:
+                    return _start_failure_status(failure)
+                delay = self._exit_delay(backoff, 0.0)
+                self._log_exit(_start_failure_status(failure), failure, delay)
+
+            while True:  # until there's a reason to restart
+                wake = await self._wait(proc, changes, child=running, delay=delay)
+                if wake.interrupted:
+                    return await self._finish(proc, had_child=True, signalled=True)
+                if wake.exited:
+                    running = False
+                    returncode = proc.returncode
+                    assert returncode is not None
+                    if self._interrupted(proc, returncode):
+                        return await self._finish(proc, had_child=True, signalled=True)
+                    if self.on_exit is OnExit.EXIT:
+                        log.debug("command %s", describe_returncode(returncode))
+                        await proc.stop()  # whatever it left behind
+                        return returncode
+                    delay = self._exit_delay(backoff, anyio.current_time() - started)
+                    self._log_exit(returncode, None, delay)
+                if self._stop_requested:
+                    return await self._finish(proc, had_child=running)
+                if wake.batch or self._restart_requested or wake.timed_out:
+                    batch = wake.batch
+                    why = "change" if batch else "request" if self._restart_requested else "exit"
+                    self._restart_requested = False
+                    break
+        if self.starts == 0:
+            task_status.started()
+        return await self._finish(proc, had_child=False)
+
+    def _exit_delay(self, backoff: Backoff, ran_for: float) -> float | None:
+        return backoff.after(ran_for) if self.on_exit is OnExit.RESTART else None
+
+    async def _start(self, proc: ManagedProcess, batch: ChangeBatch) -> CommandError | None:
+        """Start the command; None, or why it can't be started (raised on the first start)."""
+        env = dict(os.environ if self.env is None else self.env)
+        env.update(changes_env(batch))
+        env["ASYNCRELOAD_RESTART"] = str(self.starts)
+        first = self.starts == 0
+        self.starts += 1
+        if self.clear:
+            sys.stdout.write(_CLEAR)
+            sys.stdout.flush()
+        try:
+            await proc.start(self.argv, env=env, cwd=self.cwd)
+        except CommandError as e:
+            if first:
+                raise
+            return e
+        if first:
+            where = ", ".join(os.fspath(p) for p in self.paths) or self.cwd or os.getcwd()
+            log.info("watching %s; running %s", where, shlex.join(self.command))
+        return None
+
+    async def _wait(
+        self,
+        proc: ManagedProcess,
+        changes: ChangeStream,
+        *,
+        child: bool,
+        delay: float | None = None,
+    ) -> _Wake:
+        """Wait for the next thing to act on: a batch, the command's exit, Ctrl-C, a request."""
+        wake = _Wake()
+        assert self._wake is not None
+        if self._stop_requested or self._restart_requested:
+            return wake
+        async with anyio.create_task_group() as tg:
+
+            async def batch() -> None:
+                try:
+                    wake.batch = await changes.__anext__()
+                except StopAsyncIteration:
+                    raise CommandError("the watcher stopped unexpectedly") from None
+                tg.cancel_scope.cancel()
+
+            async def exited() -> None:
+                await proc.wait()
+                wake.exited = True
+                tg.cancel_scope.cancel()
+
+            async def interrupted() -> None:
+                await proc.wait_interrupted()
+                wake.interrupted = True
+                tg.cancel_scope.cancel()
+
+            async def requested(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            async def timer(delay: float) -> None:
+                await anyio.sleep(delay)
+                wake.timed_out = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(batch)
+            tg.start_soon(requested, self._wake)
+            if child:
+                tg.start_soon(exited)
+                tg.start_soon(interrupted)
+            if delay is not None:
+                tg.start_soon(timer, delay)
+        if self._wake.is_set():
+            self._wake = anyio.Event()
+        return wake
+
+    def _interrupted(self, proc: ManagedProcess, returncode: int) -> bool:
+        """Whether the user pressed Ctrl-C (or Ctrl-\\) in the terminal the command held."""
+        by_terminal = proc.foreground and returncode in (-signals.SIGINT, -signals.SIGQUIT)
+        return proc.interrupted or by_terminal
+
+    async def _finish(
+        self, proc: ManagedProcess, *, had_child: bool, signalled: bool = False
+    ) -> int | None:
+        """Stop the command (and what it left); its returncode if it was running, else None."""
+        grace = 0.0 if self._force else None
+        await proc.stop(signalled=signalled, grace=grace)
+        return proc.returncode if had_child else None
+
+    # -- what the log says ----------------------------------------------------------------------
+
+    def _log_restart(self, why: str, batch: ChangeBatch, stop: float, start: float) -> None:
+        ms = 1000
+        took = f"in {(stop + start) * ms:.0f} ms (stop {stop * ms:.0f} + start {start * ms:.0f})"
+        if batch:
+            cwd = self.cwd or os.getcwd()
+            log.info("restarted %s after %s", took, summarize(batch, cwd))
+        else:
+            log.info("restarted %s %s", took, "on request" if why == "request" else "after exit")
+
+    def _log_exit(self, returncode: int, failure: CommandError | None, delay: float | None) -> None:
+        then = "restarting on the next change" if delay is None else (
+            "restarting now" if delay == 0 else f"restarting in {delay:g} s")  # fmt: skip
+        if failure:
+            log.error("%s; %s", failure, then)
+            return
+        level = logging.INFO if returncode == 0 else logging.WARNING
+        log.log(level, "command %s; %s", describe_returncode(returncode), then)
+
+
+def _start_failure_status(failure: CommandError) -> int:
+    """The exit status a shell gives a command it can't run: 126 or 127."""
+    return 126 if isinstance(failure, CommandNotExecutableError) else 127
+
+
+async def _settle(
+    changes: ChangeStream,
+    batch: ChangeBatch,
+    *,
+    since: float,
+    quiet: float = SETTLE_QUIET,
+    cap: float = SETTLE_CAP,
+) -> ChangeBatch:
+    """Fold in the batches that keep coming until none has come for ``quiet`` seconds counted
+    from ``since`` (when the restart began; so a stop that took that long costs nothing more), or
+    for ``cap`` seconds in all, so that endless churn still gets a restart."""
+    give_up = since + cap
+    window_end = since + quiet
+    while True:
+        now = anyio.current_time()
+        window = min(window_end, give_up) - now
+        more: ChangeBatch = ()
+        if window > 0:
+            with anyio.move_on_after(window):
+                more = await changes.__anext__()
+        else:
+            more = await _due_batch(changes)
+        if not more:
+            return batch
+        batch = _fold(batch, more)
+        window_end = anyio.current_time() + quiet
+
+
+async def _due_batch(changes: ChangeStream) -> ChangeBatch:
+    """A batch that is due right now, without waiting for one: ``()`` if there is none.
+
+    ``__anext__`` hands out a due batch without reaching a checkpoint, and takes nothing when it
+    has to wait, so a zero timeout is exactly "only if it's ready".
+    """
+    with anyio.move_on_after(0):
+        return await changes.__anext__()
+    return ()
+
+
+def _raise_sole_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise an :class:`AsyncReloadError` that is the only error in ``group``, unwrapped, so callers
+    can ``except CommandNotFoundError`` (task groups wrap whatever crosses them)."""
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                collect(sub)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    if len(leaves) == 1 and isinstance(leaves[0], AsyncReloadError):
+        raise leaves[0]
+
+
+async def run_process(
+    command: Sequence[str] | str,
+    *paths: StrPath,
+    shell: bool = False,
+    stop_signal: int | str = signals.SIGTERM,
+    grace: float = DEFAULT_GRACE,
+    on_exit: OnExit | str = OnExit.WAIT,
+    clear: bool = False,
+    env: Mapping[str, str] | None = None,
+    cwd: StrPath | None = None,
+    foreground: bool = False,
+    **watch_options: Any,
+) -> int | None:
+    """Run ``command``, restart it whenever something under ``paths`` changes; no orphan, ever.
+
+    ::
+
+        # restart the app on every change under src/, until cancelled
+        await asyncreload.run_process(["python", "app.py"], "src", exclude=["*.log"])
+
+    ``paths`` default to the current directory; ``watch_options`` are those of
+    :func:`~asyncreload.open_watcher` (``poll``, ``debounce``, ``include``, ...). A restart sends
+    ``stop_signal`` to the command's process group (and to whatever left it), waits ``grace``
+    seconds, SIGKILLs what is left, and starts the command again with
+    ``ASYNCRELOAD_CHANGES`` (a JSON list of the changes) and ``ASYNCRELOAD_RESTART`` (0, 1, ...)
+    added to ``env`` (default: this process's environment, which is never modified).
+    ``on_exit`` says what to do when the command exits by itself (see :class:`OnExit`); with
+    ``shell`` the command is a ``/bin/sh -c`` script; ``clear`` clears the screen before each
+    start; ``foreground`` hands the terminal to the command, when this process holds it.
+
+    Returns the command's returncode once it exits with ``on_exit="exit"``, or when Ctrl-C in the
+    terminal it holds stopped it. Cancellation stops the command gracefully, then kills it.
+    To steer it while it runs (restart or stop on request), use :class:`ProcessRunner`.
+    """
+    runner = ProcessRunner(
+        command,
+        *paths,
+        shell=shell,
+        stop_signal=stop_signal,
+        grace=grace,
+        on_exit=on_exit,
+        clear=clear,
+        env=env,
+        cwd=cwd,
+        foreground=foreground,
+        **watch_options,
+    )
+    return await runner.run()

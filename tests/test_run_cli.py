@@ -1,0 +1,305 @@
+"""``asyncreload run`` end to end: a real asyncreload process, its command, signals, exit codes.
+
+Orphans are checked by PID: every process asyncreload started is noted (with its start time, so a
+reused PID can't pass for it) and must be gone by a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncreload._guard import descendants
+
+from .conftest import wait_for
+from .helpers import CLI
+from .test_process import Journal, Tracked, child_command
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run asyncreload on each event loop (the CLI takes it from ASYNCRELOAD_BACKEND)."""
+    monkeypatch.setenv("ASYNCRELOAD_BACKEND", request.param)
+    return str(request.param)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal(tmp_path / "journal.jsonl")
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Path:
+    path = tmp_path / "watched"
+    path.mkdir()
+    return path
+
+
+def run(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncreload", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def starts(journal: Journal, n: int) -> dict[str, Any]:
+    wait_for(lambda: len(journal.starts()) >= n, what=f"{n} start(s); journal: {journal.entries()}")
+    return journal.starts()[n - 1]
+
+
+# -- no orphans ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("backend")
+def test_after_kill_9_of_asyncreload_no_descendant_survives(
+    journal: Journal, watched: Path, tmp_path: Path
+) -> None:
+    command = child_command(journal, "grandchildren", "ignore-term")
+    cli = CLI("run", "--grace", "1", "-w", str(watched), "--", *command, cwd=tmp_path)
+    with cli:
+        first = starts(journal, 1)
+        tree = descendants(cli.process.pid)
+        # the guard, the command, and its three grandchildren (one in its group, one that left
+        # it with setsid(), one whose parent is gone); the shell used for that one may linger
+        tracked = Tracked(tree)
+        assert {first["pid"], *first["spawned"]} <= set(tree)
+        assert len(tree) >= 5
+        cli.process.send_signal(signal.SIGKILL)
+        cli.process.wait(timeout=30)
+        # the command ignores SIGTERM: the guard waits out the grace period, then SIGKILLs
+        wait_for(lambda: not tracked.alive(), timeout=10, what="every descendant to be gone")
+
+
+def test_if_the_guard_is_killed_asyncreload_kills_the_command_and_says_so(
+    watched: Path, tmp_path: Path
+) -> None:
+    with CLI("run", "-w", str(watched), "--", "sleep", "1000", cwd=tmp_path) as cli:
+        wait_for(lambda: len(descendants(cli.process.pid)) >= 2, what="the command to start")
+        (guard,) = [p for p in descendants(cli.process.pid) if b"_guard.py" in _cmdline(p)]
+        tracked = Tracked(descendants(cli.process.pid))
+        os.kill(guard, signal.SIGKILL)
+        assert cli.process.wait(timeout=30) == 1
+        wait_for(lambda: not tracked.alive(), what="the command to be gone")
+    assert cli.stderr[-1] == "asyncreload: error: the guard process exited unexpectedly"
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+@pytest.mark.usefixtures("backend")
+def test_sigint_stops_the_command_gracefully_and_exits_with_its_status(
+    journal: Journal, watched: Path, tmp_path: Path
+) -> None:
+    with CLI("run", "-w", str(watched), "--", *child_command(journal), cwd=tmp_path) as cli:
+        first = starts(journal, 1)
+        tracked = Tracked([first["pid"]])
+        cli.process.send_signal(signal.SIGINT)
+        assert cli.process.wait(timeout=30) == 0  # its SIGTERM handler exits with 0
+    assert journal.entries("term")
+    assert not tracked.alive()
+
+
+def test_a_second_sigint_kills_at_once(journal: Journal, watched: Path, tmp_path: Path) -> None:
+    command = child_command(journal, "stubborn")
+    with CLI("run", "--grace", "60", "-w", str(watched), "--", *command, cwd=tmp_path) as cli:
+        starts(journal, 1)
+        cli.process.send_signal(signal.SIGINT)  # asks nicely: SIGTERM, which it shrugs off
+        wait_for(lambda: journal.entries("term"), what="the stop signal to arrive")
+        began = time.monotonic()
+        cli.process.send_signal(signal.SIGINT)  # the impatient second Ctrl-C
+        assert cli.process.wait(timeout=30) == 128 + signal.SIGKILL
+        assert time.monotonic() - began < 20  # not the 60 s grace period
+
+
+def test_sigterm_exits_with_128_plus_the_signal_that_ended_the_command(
+    watched: Path, tmp_path: Path
+) -> None:
+    with CLI("run", "-w", str(watched), "--", "sleep", "1000", cwd=tmp_path) as cli:
+        wait_for(lambda: len(descendants(cli.process.pid)) >= 2, what="the command to start")
+        cli.process.send_signal(signal.SIGTERM)
+        assert cli.process.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+@pytest.mark.usefixtures("backend")
+def test_sighup_restarts_and_a_change_restarts_with_one_log_line(
+    journal: Journal, watched: Path, tmp_path: Path
+) -> None:
+    with CLI("run", "-w", str(watched), "--", *child_command(journal), cwd=tmp_path) as cli:
+        starts(journal, 1)
+        cli.process.send_signal(signal.SIGHUP)
+        assert starts(journal, 2)["changes"] == []
+        (watched / "views.py").write_text("x")
+        third = starts(journal, 3)
+        assert third["restart"] == 2
+        line = cli.wait_line(lambda s: "after 1 change" in s, stream="stderr")
+    assert any(s.endswith(" on request") for s in cli.stderr)
+    # asyncreload: restarted in 12 ms (stop 4 + start 8) after 1 change: watched/views.py
+    assert line.startswith("asyncreload: restarted in ")
+    assert " ms (stop " in line
+    assert line.endswith("after 1 change: watched/views.py")
+
+
+def test_on_exit_exit_and_quiet(tmp_path: Path) -> None:
+    done = run("run", "-q", "--on-exit", "exit", "--", "sh", "-c", "exit 3", cwd=tmp_path)
+    assert done.returncode == 3
+    assert done.stderr == ""
+
+
+def test_shell_and_clear(tmp_path: Path) -> None:
+    done = run("run", "--on-exit=exit", "--shell", "--clear", "--", "echo a | tr a b", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout == "\x1b[H\x1b[2J\x1b[3Jb\n"
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["--", "no-such-command-x"], 127, "asyncreload: error: command not found: no-such-com"),
+        (["--", "./data.txt"], 126, "asyncreload: error: command not executable: ./data.txt"),
+        (["--", "./binary"], 126, "command not executable: ./binary (exec format error)"),
+        (["--bogus", "--", "true"], 2, "No such option '--bogus'"),
+        (["--signal", "SIGNOPE", "--", "true"], 2, "unknown signal: 'SIGNOPE'"),
+        (["--grace", "-1", "--", "true"], 2, "Invalid value for '--grace'"),
+        (["--on-exit", "later", "--", "true"], 2, "Invalid value for '--on-exit'"),
+        (["-w", "/no/such/dir", "--", "true"], 2, "path to watch does not exist: /no/such/dir"),
+        ([], 2, "missing COMMAND"),
+    ],
+)
+def test_bad_input_is_one_line_and_an_exit_code(
+    args: list[str], status: int, message: str, tmp_path: Path
+) -> None:
+    (tmp_path / "data.txt").write_text("not a program")
+    (tmp_path / "binary").write_bytes(b"\x7fELF garbage")
+    (tmp_path / "binary").chmod(0o755)
+    done = run("run", *args, cwd=tmp_path)
+    assert done.returncode == status, done.stderr
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # no traceback
+
+
+def test_options_after_the_command_belong_to_the_command(tmp_path: Path) -> None:
+    done = run("run", "--on-exit", "exit", "sh", "-c", "exit 5", "--bogus", cwd=tmp_path)
+    assert done.returncode == 5
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_pyproject_configures_run_and_the_command_line_wins(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n'
+        "[tool.asyncreload]\n"
+        "command = \"sh -c 'exit 6'\"\n"
+        'on-exit = "exit"\n'
+        "grace = 0.5\n"
+        'watch = ["src"]\n'
+    )
+    (tmp_path / "src").mkdir()
+    sub = tmp_path / "src"
+    done = run("run", cwd=sub)  # found from a subdirectory
+    assert done.returncode == 6
+    assert f"watching {tmp_path / 'src'};" in done.stderr
+    done = run("run", "--", "sh", "-c", "exit 7", cwd=sub)
+    assert done.returncode == 7
+    done = run("run", "--on-exit", "exit", "-w", ".", "--", "sh", "-c", "exit 8", cwd=tmp_path)
+    assert done.returncode == 8
+    assert "watching .;" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("grace = 'soon'", "grace: expected a non-negative number"),
+        ("on_exit = 'later'", 'on_exit: expected "wait", "restart" or "exit"'),
+        ("watcher = ['src']", "unknown key 'watcher'"),
+        ("signal = 'NOPE'", "unknown signal"),
+    ],
+)
+def test_bad_configuration_is_a_usage_error(table: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(f"[tool.asyncreload]\n{table}\n")
+    done = run("run", "--", "true", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+# -- the terminal --------------------------------------------------------------------------------
+
+
+ON_CTRL_C = {
+    # Python's default: KeyboardInterrupt, then death by SIGINT, which a shell reports as 130
+    "dies": ("", 130),
+    # a server that shuts down cleanly on SIGINT (Django's runserver, uvicorn): asyncreload
+    # hears of the Ctrl-C from its sentinel in the command's process group, and exits too
+    "exits 0": ("import signal, sys\nsignal.signal(2, lambda *_: sys.exit(0))\n", 0),
+}
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+@pytest.mark.parametrize("on_ctrl_c", sorted(ON_CTRL_C))
+@pytest.mark.usefixtures("backend")
+def test_the_command_gets_the_terminal_and_ctrl_c_ends_asyncreload(
+    tmp_path: Path, on_ctrl_c: str
+) -> None:
+    """Under a real pseudo-terminal (script(1)): input() reads what's typed; Ctrl-C ends it all."""
+    prelude, status = ON_CTRL_C[on_ctrl_c]
+    app = tmp_path / "ask.py"
+    app.write_text(
+        prelude + "import os, time\n"
+        "name = input('name? ')\n"
+        "print('hello', name, os.tcgetpgrp(0) == os.getpgrp(), flush=True)\n"
+        "time.sleep(1000)\n"
+    )
+    inner = f"{sys.executable} -m asyncreload run -- {sys.executable} {app}; echo EXIT=$?"
+    session = subprocess.Popen(
+        ["script", "-qfec", inner, "/dev/null"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert session.stdin is not None
+    assert session.stdout is not None
+    seen = b""
+    try:
+
+        def read_until(text: bytes, timeout: float = 20) -> None:
+            nonlocal seen
+            assert session.stdout is not None
+            deadline = time.monotonic() + timeout
+            while text not in seen:
+                left = deadline - time.monotonic()
+                ready, _, _ = select.select([session.stdout], [], [], max(left, 0))
+                chunk = os.read(session.stdout.fileno(), 4096) if ready else b""
+                if not chunk:
+                    raise AssertionError(f"no {text!r} in {seen!r}")
+                seen += chunk
+
+        read_until(b"name? ")
+        session.stdin.write(b"bob\n")
+        session.stdin.flush()
+        read_until(b"hello bob True")  # it read the terminal, as its foreground process group
+        session.stdin.write(b"\x03")  # Ctrl-C
+        session.stdin.flush()
+        read_until(b"EXIT=")
+        session.stdin.close()
+        session.wait(timeout=30)
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+        session.stdout.close()
+    assert f"EXIT={status}".encode() in seen  # asyncreload exits with the command's status
