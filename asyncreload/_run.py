@@ -31,6 +31,7 @@ from anyio.abc import TaskStatus
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
+from ._bytecode import purge_stale_bytecode
 from ._exceptions import (
     AsyncReloadError,
     CommandError,
@@ -375,6 +376,9 @@ class ProcessRunner:
         env["ASYNCRELOAD_RESTART"] = str(self.starts)
         first = self.starts == 0
         self.starts += 1
+        # A Python command would otherwise import a module edited within the same second at the
+        # same size as its stale cached bytecode (see _bytecode).
+        await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
         if self.clear:
             sys.stdout.write(_CLEAR)
             sys.stdout.flush()

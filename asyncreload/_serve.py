@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 from anyio.abc import Process, TaskStatus, UNIXSocketStream
 
+from ._bytecode import purge_stale_bytecode
 from ._exceptions import AsyncReloadError, ConfigError
 from ._merge import ChangeBatch
 from ._watch import open_watcher
@@ -251,7 +252,7 @@ class _Supervisor:
         try:
             process = await anyio.open_process(
                 [sys.executable, "-m", "asyncreload._worker",
-                 str(theirs.fileno()), str(self.sock.fileno()), str(os.getpid())],
+                 str(theirs.fileno()), str(self.sock.fileno())],
                 stdin=subprocess.DEVNULL, stdout=None, stderr=None,
                 pass_fds=(theirs.fileno(), self.sock.fileno()),
                 start_new_session=True,  # its own group: Ctrl-C is the supervisor's to handle
@@ -364,6 +365,7 @@ async def serve_async(
 
 async def _reload(supervisor: _Supervisor, tg: anyio.abc.TaskGroup, batch: ChangeBatch) -> None:
     started = time.monotonic()
+    await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
     old = supervisor.serving
     new = supervisor.standby or await supervisor.spawn()
     supervisor.standby = None

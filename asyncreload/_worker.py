@@ -7,8 +7,10 @@ the supervisor bound and passed down, and says ``ready`` once lifespan startup i
 app fails to import or start, it says ``failed`` with a short traceback and exits.
 
 The control channel is a Unix socket (one JSON object per line). The worker dies with the
-supervisor: the kernel sends it SIGKILL when the supervisor dies (``PR_SET_PDEATHSIG``), and it
-also exits when the control channel closes.
+supervisor: when the supervisor exits, even by SIGKILL, the kernel closes its end of the channel,
+and the worker stops (a standby at once, a serving worker after draining). Not PR_SET_PDEATHSIG:
+that fires when the *thread* that started the process exits, and trio starts processes from
+worker threads that come and go.
 
 Run as ``python -m asyncreload._worker CONTROL_FD``; nothing here is public.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib
 import inspect
 import json
@@ -28,8 +29,6 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
-
-PR_SET_PDEATHSIG = 1
 
 # What every worker needs: imported while the worker waits, not while the user does.
 _WARM_MODULES = (
@@ -45,15 +44,6 @@ _WARM_MODULES = (
     "uvicorn.middleware.asgi2",
     "uvicorn.middleware.message_logger",
 )
-
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the supervisor died before the prctl took effect
-        os._exit(1)
 
 
 class _Channel:
@@ -226,8 +216,7 @@ async def _drain_then_exit(server: Any) -> None:
 
 
 def main(argv: list[str]) -> int:
-    control_fd, listen_fd, parent = int(argv[0]), int(argv[1]), int(argv[2])
-    _die_with_parent(parent)
+    control_fd, listen_fd = int(argv[0]), int(argv[1])
     channel = _Channel(control_fd)
     _preload(list(_WARM_MODULES))
     hello = channel.receive()

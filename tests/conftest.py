@@ -23,12 +23,28 @@ from pathlib import Path
 
 import pytest
 
+from .processes import Journal
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    """The file the test commands of ``processes.CHILD`` write what they do to."""
+    return Journal(tmp_path / "journal.jsonl")
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Path:
+    """An empty directory to watch."""
+    path = tmp_path / "watched"
+    path.mkdir()
+    return path
 
 
 def wait_for(

@@ -6,12 +6,9 @@ The command used throughout is ``CHILD`` (below): a small Python program that re
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,140 +24,9 @@ from asyncreload import (
 from asyncreload._guard import descendants, parse_stat
 from asyncreload._process import describe_returncode, returncode_to_status
 
+from .processes import DEADLINE, Journal, Tracked, child_command, start_time, wait_until
+
 pytestmark = pytest.mark.anyio
-
-DEADLINE = 20.0  # generous: CI is two noisy cores; a pass takes a fraction of this
-
-CHILD = r"""
-import json, os, signal, subprocess, sys, time
-
-log, *flags = sys.argv[1:]
-
-def record(**fields):
-    fields["pid"] = os.getpid()
-    with open(log, "a") as f:  # one short O_APPEND write: atomic
-        f.write(json.dumps(fields) + "\n")
-
-def on_term(*_):
-    record(event="term")
-    if "stubborn" in flags:
-        return
-    if "slow-stop" in flags:
-        time.sleep(1.0)
-    sys.exit(0)
-
-signal.signal(signal.SIGTERM, signal.SIG_IGN if "ignore-term" in flags else on_term)
-if "slow-start" in flags:
-    record(event="boot", restart=int(os.environ.get("ASYNCRELOAD_RESTART", "-1")))
-    time.sleep(0.5)
-spawned = []
-if "grandchildren" in flags:
-    # one in our group, one that left it with setsid(), one double-forked (parent gone)
-    spawned.append(subprocess.Popen(["sleep", "1000"]).pid)
-    spawned.append(subprocess.Popen(["sleep", "1001"], start_new_session=True).pid)
-    out = subprocess.run(["sh", "-c", "sleep 1002 >/dev/null 2>&1 & echo $!"],
-                         capture_output=True, text=True, check=True).stdout
-    spawned.append(int(out))
-changes = os.environ.get("ASYNCRELOAD_CHANGES")
-record(
-    event="start",
-    restart=int(os.environ.get("ASYNCRELOAD_RESTART", "-1")),
-    changes=None if changes is None else json.loads(changes),
-    truncated=os.environ.get("ASYNCRELOAD_CHANGES_TRUNCATED"),
-    spawned=spawned,
-    pgid=os.getpgrp(),
-    cwd=os.getcwd(),
-    marker=os.environ.get("MARKER"),
-    t=time.monotonic(),
-)
-for flag in flags:
-    if flag.startswith("exit"):
-        sys.exit(int(flag[4:]))
-while True:
-    time.sleep(1)
-"""
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-class Journal:
-    """The JSON lines the children append to one file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def entries(self, event: str | None = None) -> list[dict[str, Any]]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return []
-        lines = [json.loads(line) for line in text.splitlines() if line.endswith("}")]
-        return [e for e in lines if event is None or e["event"] == event]
-
-    def starts(self) -> list[dict[str, Any]]:
-        return self.entries("start")
-
-    async def wait(
-        self, predicate: Callable[[Journal], object], what: str, timeout: float = DEADLINE
-    ) -> None:
-        await wait_until(lambda: predicate(self), what, timeout=timeout, journal=self)
-
-    async def wait_starts(self, n: int, timeout: float = DEADLINE) -> dict[str, Any]:
-        await self.wait(lambda j: len(j.starts()) >= n, f"{n} start(s)", timeout)
-        return self.starts()[n - 1]
-
-
-async def wait_until(
-    condition: Callable[[], object],
-    what: str,
-    *,
-    timeout: float = DEADLINE,
-    journal: Journal | None = None,
-) -> None:
-    """Poll ``condition`` until it's true; fail after ``timeout`` seconds (no bare sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            seen = f"; journal: {journal.entries()}" if journal else ""
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}")
-        await anyio.sleep(0.02)
-
-
-def child_command(journal: Journal, *flags: str) -> list[str]:
-    script = journal.path.with_name("child.py")
-    script.write_text(CHILD)
-    return [sys.executable, str(script), str(journal.path), *flags]
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "journal.jsonl")
-
-
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (field 22), to tell it from a reused PID; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-class Tracked:
-    """PIDs noted while they ran; alive() is True while any of them (not a reuse) still runs."""
-
-    def __init__(self, pids: Iterable[int]) -> None:
-        self.pids = {pid: start_time(pid) for pid in pids}
-        assert all(t is not None for t in self.pids.values()), self.pids
-
-    def alive(self) -> list[int]:
-        return [pid for pid, t in self.pids.items() if start_time(pid) == t]
-
 
 # -- pure parts ----------------------------------------------------------------------------------
 

@@ -36,30 +36,13 @@ from asyncreload import (
 from asyncreload._pyproject import load_config
 from asyncreload._run import Backoff, changes_env, check_command, parse_signal, summarize
 
-from .test_process import Journal, Tracked, child_command, start_time, wait_until
+from .processes import Journal, Tracked, child_command, start_time, wait_until
 
 pytestmark = pytest.mark.anyio
 
 SETTLE = 1.5
 """Seconds to watch for a restart that must *not* happen: longer than the watcher's max_wait
 (1 s), the longest a pending change can be held back."""
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "journal.jsonl")
-
-
-@pytest.fixture
-def watched(tmp_path: Path) -> Path:
-    path = tmp_path / "watched"
-    path.mkdir()
-    return path
 
 
 @contextlib.asynccontextmanager

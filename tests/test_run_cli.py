@@ -22,7 +22,7 @@ from asyncreload._guard import descendants
 
 from .conftest import wait_for
 from .helpers import CLI
-from .test_process import Journal, Tracked, child_command
+from .processes import Journal, Tracked, child_command
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -30,18 +30,6 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     """Run asyncreload on each event loop (the CLI takes it from ASYNCRELOAD_BACKEND)."""
     monkeypatch.setenv("ASYNCRELOAD_BACKEND", request.param)
     return str(request.param)
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "journal.jsonl")
-
-
-@pytest.fixture
-def watched(tmp_path: Path) -> Path:
-    path = tmp_path / "watched"
-    path.mkdir()
-    return path
 
 
 def run(

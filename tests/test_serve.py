@@ -140,6 +140,20 @@ async def test_a_syntax_error_keeps_the_old_version_serving(
     assert took < 5  # typically ~0.1 s; the bound is for a loaded CI machine
 
 
+async def test_an_edit_at_the_same_size_in_the_same_second_is_not_served_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # the workers cache bytecode
+    write_app(tmp_path, "s1")
+    async with serving(tmp_path) as where, httpx.AsyncClient(timeout=30) as client:
+        assert (await get(client, where)).startswith("s1 ")  # main.py's bytecode is cached now
+        before = (tmp_path / "main.py").stat()
+        write_app(tmp_path, "s2")
+        os.utime(tmp_path / "main.py", ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert (tmp_path / "main.py").stat().st_size == before.st_size
+        await wait_version(client, where, "s2")
+
+
 async def test_an_open_stream_does_not_block_the_reload(tmp_path: Path) -> None:
     write_app(tmp_path, "v1")
     async with (
