@@ -19,7 +19,7 @@ import logging
 import os
 import posixpath
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -156,32 +156,36 @@ class _TargetWatch:
         self._prefix = len(target.root.rstrip("/")) + 1
         self.layout = Layout((), ())
 
-    def convert(self, raw: set[tuple[int, str]]) -> tuple[list[Change], bool]:
-        """Our changes from watchfiles' (and whether a new directory needs the watches re-laid)."""
+    def convert(self, raw: set[tuple[int, str]]) -> tuple[list[Change], list[str]]:
+        """Our changes from watchfiles', and the new directories among them (to look into)."""
         changes = []
-        relayout = False
+        new_dirs = []
         target = self.target
         for code, path in raw:
+            kind = _KINDS.get(code)
+            if kind is None or not is_within(path, target.path):
+                continue
             if any(is_within(path, x) for x in target.excludes):
                 continue
-            if not is_within(path, target.path) or not self.filter(path[self._prefix :]):
-                continue
-            kind = _KINDS.get(code)
-            if kind is None:
-                continue
-            changes.append(Change(kind, path, Source.EVENTS))
-            if (
-                kind is ChangeKind.ADDED
-                and posixpath.dirname(path) in self.layout.flat
-                and os.path.isdir(path)
-            ):
-                relayout = True
-        return changes, relayout
+            relpath = path[self._prefix :]
+            if kind is ChangeKind.ADDED and os.path.isdir(path):
+                if not self.filter.walks(relpath):
+                    continue
+                new_dirs.append(path)
+            if self.filter(relpath):
+                changes.append(Change(kind, path, Source.EVENTS))
+        return changes, new_dirs
 
-    def new_contents(self, old: Layout) -> list[Change]:
-        """Everything already inside directories that just got watches: created before them."""
+    def contents(self, tops: Iterable[str]) -> list[Change]:
+        """Everything already inside new directories, reported as added.
+
+        A directory's watch is added only after the event of its creation, so files created in
+        it in between raise no event of their own (a ``git checkout`` or an unpacked archive
+        does this all the time). Looking inside once the watch is there catches them; what is
+        also reported by an event is folded into one entry by the merge.
+        """
         changes = []
-        for top in set(self.layout.recursive) - set(old.recursive):
+        for top in tops:
             for dirpath, dirnames, filenames in os.walk(top):
                 dirnames[:] = [d for d in dirnames if self.filter.walks(
                     posixpath.join(dirpath, d)[self._prefix :])]  # fmt: skip
@@ -233,7 +237,8 @@ class _TargetWatch:
                     task_status.started()
                     started = True
                 else:
-                    added = await anyio.to_thread.run_sync(self.new_contents, old)
+                    fresh = set(self.layout.recursive) - set(old.recursive)
+                    added = await anyio.to_thread.run_sync(self.contents, fresh)
                     if added:
                         await self.send.send(added)
                 await self._pump(notifiers)
@@ -276,12 +281,16 @@ class _TargetWatch:
             )
             if isinstance(raw, str):  # "stop" (or "signal"/"timeout", which we don't ask for)
                 return
-            changes, relayout = self.convert(raw)
+            changes, new_dirs = self.convert(raw)
             if changes:
                 await self.send.send(changes)
-            if relayout:
-                scope.cancel()
+            if any(posixpath.dirname(d) in self.layout.flat for d in new_dirs):
+                scope.cancel()  # lay the watches again; run() then looks inside the new ones
                 return
+            if new_dirs:
+                inside = await anyio.to_thread.run_sync(self.contents, new_dirs)
+                if inside:
+                    await self.send.send(inside)
 
 
 async def _set_when_cancelled(stop: threading.Event) -> None:

@@ -159,6 +159,25 @@ async def test_a_burst_is_one_batch_and_each_path_once(tmp_path: Path) -> None:
     assert {c.kind for c in batches[0]} == {ChangeKind.ADDED}
 
 
+async def test_files_in_brand_new_directories_are_all_reported(tmp_path: Path) -> None:
+    # As a git checkout or an unpacked archive does: directories created and filled at once,
+    # faster than a watch on each new directory can be added.
+    expected = {
+        str(tmp_path / f"pkg{d}" / "sub" / f"m{f}.py") for d in range(50) for f in range(20)
+    }
+
+    def unpack() -> None:
+        for d in range(50):
+            (tmp_path / f"pkg{d}" / "sub").mkdir(parents=True)
+            for f in range(20):
+                (tmp_path / f"pkg{d}" / "sub" / f"m{f}.py").write_text("x")
+
+    async with open_watcher(tmp_path) as changes:
+        await anyio.to_thread.run_sync(unpack)
+        seen = await collect_until(changes, lambda s: expected <= {c.path for c in s})
+    assert all(c.source is Source.EVENTS for c in seen)
+
+
 async def test_awatch_iterates_batches(tmp_path: Path) -> None:
     from contextlib import aclosing
 
