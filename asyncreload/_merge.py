@@ -21,6 +21,11 @@ from ._types import Change, ChangeKind, Source
 
 __all__ = ["ChangeBatch", "ChangeStream", "Pending", "merge"]
 
+BURST_PATHS = 16
+"""A batch this big is a burst, not an edit."""
+BURST_DEBOUNCE = 0.15
+"""Quiet time that ends a burst (seconds)."""
+
 ChangeBatch = tuple[Change, ...]
 """One batch: each path once, sorted by path."""
 
@@ -41,7 +46,11 @@ class Pending:
     source that saw it first.
 
     The batch is due ``debounce`` seconds after its last change, or ``max_wait`` seconds after its
-    first, whichever comes first, so endless churn still yields.
+    first, whichever comes first, so endless churn still yields. Once the batch holds
+    :data:`BURST_PATHS` paths it is a burst (a ``git checkout``, a build, an unpacked archive),
+    and it waits for ``burst_debounce`` of quiet instead: the writer of a burst pauses now and
+    then (the CPU is shared with whoever reacts to it), and one burst should be one batch. A
+    single save stays as quick as ``debounce`` makes it.
 
     >>> p = Pending(debounce=0.05, max_wait=1.0)
     >>> p.add([Change(ChangeKind.ADDED, "/a", Source.EVENTS)], now=10.0)
@@ -50,8 +59,11 @@ class Pending:
     (10.06, ['added /a (events)'])
     """
 
-    def __init__(self, *, debounce: float, max_wait: float) -> None:
+    def __init__(
+        self, *, debounce: float, max_wait: float, burst_debounce: float = BURST_DEBOUNCE
+    ) -> None:
         self.debounce = debounce
+        self.burst_debounce = max(debounce, burst_debounce)
         self.max_wait = max_wait
         self._paths: dict[str, _Net] = {}
         self._first_at = math.inf
@@ -78,7 +90,8 @@ class Pending:
         """When the batch should be handed out, or None while there's nothing to hand out."""
         if not self._paths:
             return None
-        return min(self._last_at + self.debounce, self._first_at + self.max_wait)
+        quiet = self.burst_debounce if len(self._paths) >= BURST_PATHS else self.debounce
+        return min(self._last_at + quiet, self._first_at + self.max_wait)
 
     def take(self) -> ChangeBatch:
         """Hand out the batch (empty if everything netted out) and start a new one."""

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncreload import Change, ChangeKind, Source
-from asyncreload._merge import ChangeStream, Pending, merge
+from asyncreload._merge import BURST_DEBOUNCE, ChangeStream, Pending, merge
 
 A, M, D = ChangeKind.ADDED, ChangeKind.MODIFIED, ChangeKind.DELETED
 EV, ST = Source.EVENTS, Source.STAT
@@ -58,6 +58,16 @@ def test_due_after_quiet_or_after_max_wait() -> None:
     assert p.due_at() == pytest.approx(10.2)  # ...but churn can't hold the batch past max_wait
     p.take()
     assert p.due_at() is None
+
+
+def test_a_burst_waits_for_longer_quiet_than_an_edit() -> None:
+    p = Pending(debounce=0.02, max_wait=1.0)
+    p.add([Change(M, "/a.py", EV)], now=0.0)
+    assert p.due_at() == pytest.approx(0.02)  # one save: out quickly
+    p.add([Change(A, f"/pkg/m{i}.py", EV) for i in range(20)], now=0.01)
+    assert p.due_at() == pytest.approx(0.01 + BURST_DEBOUNCE)  # a checkout: one batch
+    p.add([Change(A, f"/pkg/n{i}.py", EV) for i in range(5000)], now=0.9)
+    assert p.due_at() == pytest.approx(1.0)  # but never past max_wait
 
 
 paths = st.sampled_from([f"/r/{n}" for n in "abcdef"])
