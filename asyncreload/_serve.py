@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,7 +178,10 @@ def url(config: ServeConfig, sock: socket.socket) -> str:
 class _Worker:
     """One worker process and its control channel."""
 
-    def __init__(self, process: Process, channel: UNIXSocketStream) -> None:
+    def __init__(
+        self, process: Process, channel: UNIXSocketStream, on_close: Callable[[_Worker], None]
+    ) -> None:
+        self.on_close = on_close
         self.process = process
         self.channel = channel
         self.pid = process.pid
@@ -226,6 +229,7 @@ class _Worker:
 
     async def close(self) -> None:
         """Release the control channel and the process's pipes (it must have exited)."""
+        self.on_close(self)
         with anyio.CancelScope(shield=True):
             await self.channel.aclose()
             await self.process.aclose()
@@ -242,6 +246,8 @@ class _Supervisor:
         self.sock = sock
         self.serving: _Worker | None = None
         self.standby: _Worker | None = None
+        self.workers: set[_Worker] = set()
+        """Every worker started and not yet reaped, whatever its role: stopped at the end."""
         self.preload: list[str] = []
         self.generation = 0
 
@@ -260,8 +266,10 @@ class _Supervisor:
             )  # fmt: skip
         finally:
             theirs.close()
-        channel = await UNIXSocketStream.from_socket(ours)
-        worker = _Worker(process, channel)
+        with anyio.CancelScope(shield=True):  # from here on, the worker is ours to stop
+            channel = await UNIXSocketStream.from_socket(ours)
+            worker = _Worker(process, channel, self.workers.discard)
+            self.workers.add(worker)
         await worker.send(op="hello", preload=self.preload)
         return worker
 
@@ -354,9 +362,9 @@ async def serve_async(
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
-            for worker in (supervisor.standby, supervisor.serving):
-                if worker is not None:
-                    await supervisor.retire(worker)
+            # Including one that was starting when we were cancelled.
+            for worker in list(supervisor.workers):
+                await supervisor.retire(worker)
         sock.close()
         if config.uds is not None:
             with contextlib.suppress(OSError):
