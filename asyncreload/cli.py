@@ -100,7 +100,8 @@ def watcher_options(f: F) -> F:
             type=float,
             default=None,
             metavar="MS",
-            help="Quiet time that ends a batch of changes.  [default: 20]",
+            help="Quiet time that ends a batch of changes; a burst of 16 or more paths (a "
+            "checkout, a build) waits for 150 ms of quiet.  [default: 20]",
         ),
         click.option(
             "--max-wait",
