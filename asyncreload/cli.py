@@ -213,6 +213,8 @@ def cli() -> None:
       asyncreload watch                       print what changes under the current directory
       asyncreload watch src --json            one JSON object per batch, for scripts
       asyncreload explain src /mnt/share      which paths get events, which are polled, and why
+      asyncreload run -- python app.py        restart a command on every change
+      asyncreload serve main:app              a uvicorn --reload that never refuses a request
     """
 
 
