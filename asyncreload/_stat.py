@@ -32,8 +32,16 @@ __all__ = ["DEAD_MOUNT_ERRNOS", "Problem", "Snapshot", "Sweeper", "diff", "poll"
 
 log = logging.getLogger("asyncreload.stat")
 
-FileKey = tuple[int, int, int]
-"""What makes a file "changed": (mtime_ns, size, inode)."""
+FileKey = int
+"""What makes a file "changed": its mtime_ns, size and inode, packed into one int by
+:func:`file_key`. One int, not a tuple: a snapshot of 100,000 files is then 100,000 fewer
+objects for the garbage collector to walk (whose pauses stall the event loop too) and ~10 MB
+less memory."""
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    """(mtime_ns, size, inode) as one int, exactly: equal keys mean all three are equal."""
+    return (st.st_mtime_ns << 128) | (st.st_size << 64) | st.st_ino
 
 DEAD_MOUNT_ERRNOS = frozenset(
     {errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.EHOSTDOWN, errno.EIO}
@@ -82,8 +90,8 @@ class Problem:
 def diff(old: Snapshot, new: Snapshot, report_dir: Callable[[str], bool]) -> list[Change]:
     """The changes that turn ``old`` into ``new``; directories only as added or deleted.
 
-    >>> a = Snapshot(files={"/r/x": (1, 1, 1), "/r/y": (1, 1, 2)})
-    >>> b = Snapshot(files={"/r/x": (2, 1, 1), "/r/z": (1, 1, 3)})
+    >>> a = Snapshot(files={"/r/x": 1, "/r/y": 2})
+    >>> b = Snapshot(files={"/r/x": 5, "/r/z": 3})
     >>> [(c.kind.value, c.path) for c in diff(a, b, lambda p: True)]
     [('modified', '/r/x'), ('added', '/r/z'), ('deleted', '/r/y')]
     """
@@ -251,7 +259,7 @@ class _Walk:
             if e.errno not in _GONE_ERRNOS:
                 self._problem(path, e)
             return
-        self.new.files[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        self.new.files[path] = file_key(st)
 
     def _read_open_dir(
         self, path: str, fd: int, ancestors: frozenset[tuple[int, int]]
@@ -304,7 +312,7 @@ class _Walk:
             if stat.S_ISDIR(cst.st_mode):  # a symlink to a directory, or a type change
                 subdirs.append((child, ancestors))
                 continue
-            files[child] = (cst.st_mtime_ns, cst.st_size, cst.st_ino)
+            files[child] = file_key(cst)
         return subdirs
 
     def _list(self, path: str, fd: int) -> tuple[tuple[str, bool], ...]:
