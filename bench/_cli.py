@@ -24,7 +24,18 @@ from typing import Any
 from ._fuse import FuseUnavailable, fuse_problem, passthrough
 from ._measure import REPO, Settings, measure
 from ._peers import PEERS, Peer, select
+from ._reload_report import summarize_reload
+from ._reloaders import (
+    RESTARTERS,
+    SERVERS,
+    Reloader,
+    ReloadSettings,
+    select_reloaders,
+    watchdog_installed,
+)
 from ._report import format_percent, format_seconds, render, summarize
+from ._restart import measure_floor, measure_restart
+from ._serve import measure_serve
 from ._trees import Tree, generate
 
 __all__ = ["main"]
@@ -46,6 +57,10 @@ QUICK = Settings(
     stall_sweeps=2,
     stall_seconds=0.5,
 )
+QUICK_RELOAD = ReloadSettings(trials=3, spacing=(0.3, 0.6), burst_quiet=(1.5, 1.5))
+MEASUREMENTS = ("watch", "restart", "serve")
+"""``watch``: the watchers on the trees; ``restart``: edit to a restarted process; ``serve``:
+edit to the first HTTP response with the new code."""
 FUSE_MAX = 10_000
 """Bigger FUSE trees are out of scope: a sequential sweep of 100,000 files there takes ~15 s."""
 
@@ -53,6 +68,15 @@ FUSE_MAX = 10_000
 def _sizes(text: str) -> list[int]:
     """``1000,10_000`` -> [1000, 10000]."""
     return [int(s) for s in text.replace("_", "").split(",") if s.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _all_names() -> list[str]:
+    """What ``--peers`` accepts: the watchers', then the reloaders' names."""
+    return [p.name for p in PEERS] + [r.name for r in (*RESTARTERS, *SERVERS)]
 
 
 def _jsonable(value: Any) -> Any:
@@ -89,9 +113,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sizes", type=_sizes, help="local tree sizes, e.g. 1000,10000 (FUSE: those <= 10,000)"
     )
     parser.add_argument(
+        "--only",
+        type=_names,
+        metavar="WHAT",
+        help="only these measurements: " + ",".join(MEASUREMENTS) + " (default: all)",
+    )
+    parser.add_argument(
+        "--restart",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure edit to a restarted process (default: yes)",
+    )
+    parser.add_argument(
+        "--serve",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure edit to the first HTTP response with the new code (default: yes)",
+    )
+    parser.add_argument(
         "--peers",
-        type=lambda s: [p for p in s.split(",") if p],
-        help="watchers to run: " + ",".join(p.name for p in PEERS),
+        type=_names,
+        help="watchers and reloaders to run: " + ",".join(_all_names()),
     )
     parser.add_argument(
         "--local",
@@ -105,7 +147,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="also measure on FUSE passthrough mounts (default: yes)",
     )
-    parser.add_argument("--trials", type=int, help="edits of existing files per watcher and tree")
+    parser.add_argument("--trials", type=int, help="edits per watcher and tree, and per reloader")
     parser.add_argument("--seed", type=int, default=5, help="random seed for files and spacing")
     parser.add_argument("--tmpdir", help="where to write the trees (default: the system's)")
     parser.add_argument(
@@ -145,7 +187,7 @@ def _tree(workdir: str, kind: str, size: int, seed: int) -> Iterator[Tree]:
 
 
 def _versions() -> str:
-    names = ["asyncreload", "watchfiles", "uvicorn", "werkzeug", "hupper"]
+    names = ["asyncreload", "watchfiles", "uvicorn", "werkzeug", "hupper", "flask"]
     found = []
     for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -194,6 +236,67 @@ def _progress(peer: Peer, raw: dict[str, Any]) -> str:
     )
 
 
+def _reload_progress(raw: dict[str, Any], reloader: Reloader) -> str:
+    row = summarize_reload(reloader, raw)
+    if row.skipped:
+        return f"skipped: {row.skipped}"
+    text = f"p50 {format_seconds(row.p50)} p95 {format_seconds(row.p95)}"
+    if row.same_size:
+        text += f" same-size {row.same_size['outcome']}"
+    if row.burst:
+        text += f" burst {row.burst.get('restarts', row.burst.get('error'))}"
+    if row.error:
+        text += " error: " + row.error.strip().replace("\n", "\n    ")
+    return text
+
+
+def _selected(args: argparse.Namespace) -> set[str]:
+    """The measurements to run."""
+    chosen = set(args.only or MEASUREMENTS)
+    if not args.restart:
+        chosen.discard("restart")
+    if not args.serve:
+        chosen.discard("serve")
+    return chosen
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """Unknown names in ``--only`` or ``--peers`` are an error (ValueError)."""
+    unknown = [m for m in args.only or () if m not in MEASUREMENTS]
+    if unknown:
+        raise ValueError(f"unknown measurement(s): {', '.join(unknown)}; known: {MEASUREMENTS}")
+    known = _all_names()
+    unknown = [n for n in args.peers or () if n not in known]
+    if unknown:
+        raise ValueError(f"unknown peer(s): {', '.join(unknown)}; known: {', '.join(known)}")
+
+
+def _run_reloaders(
+    what: str,
+    reloaders: list[Reloader],
+    settings: ReloadSettings,
+    workdir: Path,
+    logdir: Path,
+    seed: int,
+) -> dict[str, Any]:
+    """One of the reload measurements ("restart" or "serve") for each reloader, in order."""
+    section: dict[str, Any] = {"results": []}
+    if what == "restart":
+        section["watchdog"] = watchdog_installed()
+        section["floor"] = measure_floor(settings, workdir, logdir)
+        floor = [format_seconds(f) for f in section["floor"]]
+        _log(f"[restart] python bench_script.py alone: {', '.join(floor)}")
+    for reloader in reloaders:
+        _log(f"[{what}] {reloader.label} ({reloader.name}) ...")
+        t0 = time.monotonic()
+        measure_one = measure_restart if what == "restart" else measure_serve
+        raw = measure_one(reloader, settings, workdir, logdir, f"{seed}/{reloader.name}")
+        raw["elapsed_s"] = time.monotonic() - t0
+        section["results"].append(raw)
+        _log(f"    {_reload_progress(raw, reloader)} ({raw['elapsed_s']:.0f} s)")
+    return section
+
+
 def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     """(kind, size) of each tree, in order."""
     sizes = args.sizes or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
@@ -211,12 +314,22 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
     settings = QUICK if args.quick else FULL
+    reload_settings = QUICK_RELOAD if args.quick else ReloadSettings()
     if args.trials:
         settings = replace(
             settings, trials=args.trials, min_trials=min(settings.min_trials, args.trials)
         )
-    peers = select(args.peers)
-    plan = _plan(args)
+        reload_settings = replace(reload_settings, trials=args.trials)
+    chosen = _selected(args)
+    names = args.peers
+    # --peers names watchers and reloaders alike: each measurement runs those it knows.
+    watchers = [n for n in names or () if n in {p.name for p in PEERS}]
+    peers = select(watchers) if watchers or not names else []
+    if not peers:
+        chosen.discard("watch")
+    restarters = select_reloaders(RESTARTERS, names) if "restart" in chosen else []
+    servers = select_reloaders(SERVERS, names) if "serve" in chosen else []
+    plan = _plan(args) if "watch" in chosen else []
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     revision = _revision()  # now: the lead may commit while the run goes on
     results: list[dict[str, Any]] = []
@@ -241,6 +354,13 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
                         _log(f"    {_progress(peer, raw)} ({raw['elapsed_s']:.0f} s)")
             except FuseUnavailable as exc:
                 _log(f"FUSE tree of {size:,} skipped: {exc}")
+        reloads = {
+            what: _run_reloaders(
+                what, chosen_ones, reload_settings, Path(workdir), logdir, args.seed
+            )
+            for what, chosen_ones in (("restart", restarters), ("serve", servers))
+            if chosen_ones
+        }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {
@@ -253,16 +373,20 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
         "command": command,
         "duration_s": time.monotonic() - t0,
         "settings": asdict(settings),
+        "reload_settings": asdict(reload_settings),
     }
-    report = render(meta, trees, peers, results)
-    return report, {"meta": meta, "trees": trees, "results": results}
+    report = render(meta, trees, peers, results, reloads.get("restart"), reloads.get("serve"))
+    return report, {"meta": meta, "trees": trees, "results": results, **reloads}
 
 
 def rerender(path: Path) -> str:
     """The report of an earlier run, from its raw JSON."""
     raw = _from_json(json.loads(path.read_text()))
     names = {r["peer"] for r in raw["results"]}
-    return render(raw["meta"], raw["trees"], [p for p in PEERS if p.name in names], raw["results"])
+    peers = [p for p in PEERS if p.name in names]
+    return render(
+        raw["meta"], raw["trees"], peers, raw["results"], raw.get("restart"), raw.get("serve")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(rerender(args.render))
         return 0
     try:
-        select(args.peers)
+        _check_names(args)
     except ValueError as exc:
         _log(f"python -m bench: {exc}")
         return 2

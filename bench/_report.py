@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._peers import Peer
+from ._reload_report import ReloadRow, render_restart, render_serve, summarize_reload
+from ._reload_report import targets as reload_targets
+from ._reloaders import RESTARTERS, SERVERS, Reloader
 from ._stats import iqr, median, median_ci, percentile, spread
 
 __all__ = ["Row", "format_percent", "format_seconds", "render", "summarize"]
@@ -311,7 +314,7 @@ def _targets_for(label: str, kind: str, size: int, rows: dict[str, Row]) -> list
 
 
 def _targets_table(targets: Sequence[_Target]) -> list[str]:
-    lines = ["| target | tree | asyncreload | reference | met |", "|---|---|---|---|---|"]
+    lines = ["| target | where | asyncreload | reference | met |", "|---|---|---|---|---|"]
     for t in targets:
         met = "?" if t.met is None else "yes" if t.met else "**no**"
         lines.append(f"| {t.text} | {t.tree} | {t.ours} | {t.reference} | {met} |")
@@ -339,10 +342,22 @@ def _source_warning(results: Sequence[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _reload_rows(registry: Sequence[Reloader], section: dict[str, Any] | None) -> list[ReloadRow]:
+    """Rows for the restart or serve results, in the registry's order."""
+    by_name = {r["reloader"]: r for r in (section or {}).get("results", [])}
+    return [summarize_reload(rl, by_name[rl.name]) for rl in registry if rl.name in by_name]
+
+
 def render(
-    meta: dict[str, Any], trees: Sequence[dict[str, Any]], peers: Sequence[Peer], results: list[Any]
+    meta: dict[str, Any],
+    trees: Sequence[dict[str, Any]],
+    peers: Sequence[Peer],
+    results: list[Any],
+    restart: dict[str, Any] | None = None,
+    serve: dict[str, Any] | None = None,
 ) -> str:
-    """The markdown report for one run."""
+    """The markdown report for one run; ``restart`` and ``serve`` are those measurements'
+    sections of the raw results, if they ran."""
     by_key = {(r["tree"], r["peer"]): r for r in results}
     out = [
         "# asyncreload benchmark",
@@ -378,6 +393,13 @@ def render(
         targets += _targets_for(
             tree["label"], tree["kind"], tree["size"], {r.peer.name: r for r in rows}
         )
+    restart_rows = _reload_rows(RESTARTERS, restart)
+    serve_rows = _reload_rows(SERVERS, serve)
+    out += render_restart(
+        restart_rows, (restart or {}).get("floor", []), (restart or {}).get("watchdog")
+    )
+    out += render_serve(serve_rows)
+    targets += [_Target(*t) for t in reload_targets(restart_rows, serve_rows)]
     if targets:
         out += ["## Targets (issue 5)", ""]
         out += _targets_table(targets)

@@ -1,8 +1,12 @@
 """One watcher under test, in its own process: start it, read its events with deadlines, stop it.
 
 The runner is the only child of its own session, so stopping it means signalling its whole
-process group: terminate, wait, then kill. The kernel also kills it if the harness dies
-(``PR_SET_PDEATHSIG``), so an interrupted run leaves no watcher behind.
+process group: terminate, wait, then kill; then any descendant that left the group (a reloader
+may start its command in a group of its own) is killed too. The kernel also kills the runner if
+the harness dies (``PR_SET_PDEATHSIG``), so an interrupted run leaves no watcher behind.
+
+The same machinery starts the reloaders of the restart and serve measurements: their stdout may
+carry other lines than the protocol's JSON (a reloader's own messages), which are skipped.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Event", "RunnerDied", "RunnerProcess", "running"]
+import psutil
+
+__all__ = ["Event", "RunnerDied", "RunnerProcess", "Spawned", "running", "spawned", "stop_group"]
 
 Event = dict[str, Any]
 
@@ -47,6 +54,8 @@ class RunnerProcess:
         self.armed = False
         self.rearms = False
         """Set by the caller for watchers that are disarmed by each batch (until "armed")."""
+        self.strays = 0
+        """Descendants that outlived the process group when it was stopped (see stop_group)."""
         self._buffer = b""
         self._pending: list[Event] = []
         assert proc.stdout is not None
@@ -88,9 +97,10 @@ class RunnerProcess:
         self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
-            event = json.loads(line)
-            self._record(event)
-            self._pending.append(event)
+            event = _parse(line)
+            if event is not None:
+                self._record(event)
+                self._pending.append(event)
 
     def wait_for(self, match: Callable[[Event], bool], deadline: float) -> Event | None:
         """The first new event that matches, or None once ``deadline`` (monotonic) passes.
@@ -121,17 +131,53 @@ class RunnerProcess:
         self.proc.send_signal(signum)
 
     def stop(self) -> None:
-        """Terminate the runner's process group, wait, then kill it."""
+        """Stop the runner (see :func:`stop_group`); ``strays`` counts what outlived its group."""
         self._selector.close()
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signum)
-            try:
-                self.proc.wait(timeout=_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                continue
-            break
-        self._stdout.close()
+        try:
+            self.strays = stop_group(self.proc)
+        finally:
+            self._stdout.close()
+
+
+def _parse(line: bytes) -> Event | None:
+    """One protocol line; None for anything else a process printed."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "ev" in event else None
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> int:
+    """Terminate ``proc``'s process group, wait, then kill it; then kill what is left.
+
+    What is left: descendants that were alive when the stop began and outlived their group, for
+    instance a command a reloader started in a process group of its own. Returns their number
+    (0 when the group took everything with it).
+    """
+    descendants = _descendants(proc.pid)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+        try:
+            proc.wait(timeout=_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            continue
+        break
+    # psutil.Process remembers the start time, so a recycled pid is not mistaken for ours.
+    _gone, alive = psutil.wait_procs(descendants, timeout=_STOP_GRACE)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=_STOP_GRACE)
+    return len(alive)
 
 
 @contextlib.contextmanager
@@ -155,3 +201,39 @@ def running(
         yield runner
     finally:
         runner.stop()
+
+
+@dataclass
+class Spawned:
+    """A process started by :func:`spawned`; ``strays`` is set once it has been stopped."""
+
+    proc: subprocess.Popen[bytes]
+    strays: int = 0
+
+
+@contextlib.contextmanager
+def spawned(
+    command: Sequence[str], *, env: dict[str, str], cwd: Path, log_path: Path
+) -> Iterator[Spawned]:
+    """Start ``command`` in a new session, its stdout and stderr to ``log_path``; always stop its
+    process group (and stray descendants) on the way out.
+
+    For a process whose output is only kept for the record: a server's access log must not fill
+    a pipe nobody reads.
+    """
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (the harness is single-threaded)
+        )
+    handle = Spawned(proc)
+    try:
+        yield handle
+    finally:
+        handle.strays = stop_group(proc)
