@@ -247,6 +247,7 @@ class _Supervisor:
         self.serving: _Worker | None = None
         self.standby: _Worker | None = None
         self.workers: set[_Worker] = set()
+        self._spawning: anyio.Event | None = None
         """Every worker started and not yet reaped, whatever its role: stopped at the end."""
         self.preload: list[str] = []
         self.generation = 0
@@ -272,6 +273,28 @@ class _Supervisor:
             self.workers.add(worker)
         await worker.send(op="hello", preload=self.preload)
         return worker
+
+    async def take_standby(self) -> _Worker:
+        """The warm standby: the one waiting, the one being started, or a new one."""
+        while self.standby is None and self._spawning is not None:
+            await self._spawning.wait()
+        worker = self.standby or await self.spawn()
+        self.standby = None
+        return worker
+
+    def replenish(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start the next standby in the background, unless one is there or on its way."""
+        if self.standby is None and self._spawning is None:
+            self._spawning = anyio.Event()
+            tg.start_soon(self._spawn_standby)
+
+    async def _spawn_standby(self) -> None:
+        try:
+            self.standby = await self.spawn()
+        finally:
+            done, self._spawning = self._spawning, None
+            if done is not None:
+                done.set()
 
     async def activate(self, worker: _Worker) -> bool:
         """Tell a standby to import and serve the app; True once it is ready."""
@@ -375,8 +398,10 @@ async def _reload(supervisor: _Supervisor, tg: anyio.abc.TaskGroup, batch: Chang
     started = time.monotonic()
     await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
     old = supervisor.serving
-    new = supervisor.standby or await supervisor.spawn()
-    supervisor.standby = None
+    new = await supervisor.take_standby()
+    # The next standby warms up while this one imports the app, so an edit made right after
+    # this reload finds one ready (two cores: the two don't wait for each other).
+    supervisor.replenish(tg)
     if old is not None and supervisor.config.strategy is ReloadStrategy.RESTART:
         supervisor.serving = None
         await supervisor.retire(old)
@@ -388,7 +413,6 @@ async def _reload(supervisor: _Supervisor, tg: anyio.abc.TaskGroup, batch: Chang
             tg.start_soon(supervisor.retire, old)
         log.info("reloaded in %.0f ms: %s changed", 1000 * (time.monotonic() - started),
                  _describe(batch))  # fmt: skip
-    supervisor.standby = await supervisor.spawn()
 
 
 def serve(app: str, **options: Any) -> None:
