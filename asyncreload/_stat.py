@@ -43,6 +43,7 @@ def file_key(st: os.stat_result) -> FileKey:
     """(mtime_ns, size, inode) as one int, exactly: equal keys mean all three are equal."""
     return (st.st_mtime_ns << 128) | (st.st_size << 64) | st.st_ino
 
+
 DEAD_MOUNT_ERRNOS = frozenset(
     {errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.EHOSTDOWN, errno.EIO}
 )
