@@ -3,9 +3,11 @@
 :class:`ProcessRunner` consumes the watcher's stream of batches and drives a
 :class:`~asyncreload._process.ManagedProcess`. The stream is pull-based: while a restart is under
 way nothing is pulled, so changes made meanwhile fold into the next batch. A restart stops the
-command at once, but starts it again only when changes have stopped coming for a moment
-(:data:`SETTLE_QUIET`, counted from the start of the stop), so a burst (a checkout, a build) is one
-restart even when it pauses; what comes after the start causes exactly one more.
+command at once; after a burst (a checkout, a build: :data:`~asyncreload._merge.BURST_PATHS` or
+more paths) it starts it again only when changes have stopped coming for a moment
+(:data:`SETTLE_QUIET`, counted from the start of the stop), so the burst is one restart even when
+it pauses; a save of a file or two restarts at once. What comes after the start causes exactly
+one more restart.
 
 :class:`Backoff` is the pure part: how long to wait before restarting a command that keeps
 exiting by itself.
@@ -39,7 +41,7 @@ from ._exceptions import (
     CommandNotFoundError,
     ConfigError,
 )
-from ._merge import ChangeBatch, ChangeStream
+from ._merge import BURST_PATHS, ChangeBatch, ChangeStream
 from ._process import DEFAULT_GRACE, ManagedProcess, describe_returncode, open_managed_process
 from ._types import Change
 from ._watch import open_watcher
@@ -317,12 +319,14 @@ class ProcessRunner:
             began = anyio.current_time()
             await proc.stop()
             stopped = anyio.current_time()
-            if why == "change":
+            # Only a burst is held back: a save of a file or two restarts at once.
+            burst = why == "change" and len(batch) >= BURST_PATHS
+            if burst:
                 batch = await _settle(changes, batch, since=began)
             else:
                 batch = _fold(batch, await _due_batch(changes))
             settled = anyio.current_time()
-            if why == "change":
+            if burst:
                 log.debug("held the start %.0f ms for more changes", (settled - stopped) * 1000)
             failure = await self._start(proc, batch)
             started = anyio.current_time()
