@@ -1,0 +1,210 @@
+"""``asyncreload run``: the command line of the managed, restarted command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import sys
+from typing import Any
+
+import anyio
+import click
+from click.core import ParameterSource
+
+from ._cli_common import (
+    EPILOG,
+    fail,
+    run_async,
+    setup_logging,
+    verbosity_options,
+    watcher_kwargs,
+    watcher_options,
+)
+from ._exceptions import (
+    CommandError,
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    ConfigError,
+)
+from ._process import DEFAULT_GRACE, returncode_to_status
+from ._pyproject import load_config
+from ._run import OnExit, ProcessRunner, parse_signal
+
+__all__ = ["run_command"]
+
+log = logging.getLogger("asyncreload")
+
+_RUN_EPILOG = (
+    """\
+\b
+The command gets ASYNCRELOAD_CHANGES (a JSON list of the changes that caused
+this start, [] at first) and ASYNCRELOAD_RESTART (0, 1, 2, ...). SIGHUP
+restarts it; SIGINT and SIGTERM stop it and exit with its status; so does
+Ctrl-C, which goes to the command while it holds the terminal. Defaults come
+from [tool.asyncreload] in the nearest pyproject.toml (same names as the long
+options, plus command = "..."); options given here win.
+
+\b
+Exit status: the command's (128+N when signal N ended it); 127 when it is not
+found, 126 when it can't be executed; 2 for bad usage; 1 for other failures.
+
+"""
+    + EPILOG
+)
+
+
+@click.command(
+    name="run",
+    epilog=_RUN_EPILOG,
+    context_settings={"allow_interspersed_args": False},
+)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[--] COMMAND [ARGS]...")
+@click.option(
+    "-w",
+    "--watch",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(),
+    help="Watch PATH (repeatable).  [default: the current directory]",
+)
+@watcher_options
+@click.option(
+    "--signal",
+    "stop_signal",
+    default="TERM",
+    show_default=True,
+    metavar="NAME",
+    help="The signal that asks the command to stop (TERM, INT, HUP, QUIT, ...).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_GRACE,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time between the stop signal and SIGKILL.",
+)
+@click.option(
+    "--on-exit",
+    type=click.Choice([e.value for e in OnExit]),
+    default=OnExit.WAIT.value,
+    show_default=True,
+    help="When the command exits by itself: restart it on the next change (wait), "
+    "restart it now, backing off while it keeps failing (restart), or exit with its "
+    "status (exit).",
+)
+@click.option("--shell", is_flag=True, help="Run COMMAND with /bin/sh -c (pipes, &&, $VARS).")
+@click.option("--clear", is_flag=True, help="Clear the screen before each start.")
+@verbosity_options
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    /,
+    command: tuple[str, ...],
+    verbose: int,
+    quiet: int,
+    **opts: Any,
+) -> None:
+    """Run COMMAND; restart it whenever a watched file changes.
+
+    \b
+    Examples:
+      asyncreload run -- python app.py
+      asyncreload run -w src -- flask --app app run --no-reload
+      asyncreload run -- python manage.py runserver --noreload
+      asyncreload run --include '*.py' -- pytest -x
+      asyncreload run --shell -- 'make && ./server'
+
+    \b
+    A restart sends the stop signal to the command's process group (and to any
+    process that left it), waits up to --grace seconds, SIGKILLs what is left,
+    and starts COMMAND again. Changes made meanwhile are never lost: they cause
+    one more restart. Nothing COMMAND started outlives asyncreload, even if
+    asyncreload itself is killed with SIGKILL.
+    """
+    opts = _with_config(ctx, opts)
+    setup_logging(verbose, quiet)
+    argv = command or opts["command"]
+    if not argv:
+        raise click.UsageError("missing COMMAND: asyncreload run [OPTIONS] -- COMMAND [ARGS]...")
+    if isinstance(argv, str):
+        argv = [argv] if opts["shell"] else shlex.split(argv)
+    try:
+        stop_signal = parse_signal(opts["stop_signal"])
+    except ConfigError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param_hint="'--signal'") from None
+    runner = ProcessRunner(
+        argv,
+        *opts["watch"],
+        shell=opts["shell"],
+        stop_signal=stop_signal,
+        grace=opts["grace"],
+        on_exit=opts["on_exit"],
+        clear=opts["clear"],
+        foreground=True,
+        **watcher_kwargs(opts),
+    )
+    received: list[int] = []
+    failures: list[CommandError] = []
+    had_terminal = os.isatty(0)
+
+    async def main() -> int | None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_steer, runner, received, had_terminal)
+            try:
+                returncode = await runner.run()
+            except CommandError as e:
+                failures.append(e)
+                returncode = None
+            tg.cancel_scope.cancel()
+        return returncode
+
+    returncode = run_async(main)
+    for failure in failures:
+        fail(str(failure), _CANT_RUN.get(type(failure), 1))
+    if returncode is not None:
+        sys.exit(returncode_to_status(returncode))
+    sys.exit(128 + received[-1] if received else 0)
+
+
+_CONFIG_PARAMS = {"signal": "stop_signal"}
+_CANT_RUN = {CommandNotFoundError: 127, CommandNotExecutableError: 126}
+"""The shell's exit statuses for a command it can't run."""
+
+
+def _with_config(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
+    """The options with ``[tool.asyncreload]`` filled in where the command line gave none."""
+    values = {**opts, "command": ()}
+    config = load_config()
+    if config is None:
+        return values
+    for name, value in config.values.items():
+        param = _CONFIG_PARAMS.get(name, name)
+        if name == "command" or ctx.get_parameter_source(param) is ParameterSource.DEFAULT:
+            values[param] = value
+    log.debug("options from %s: %s", config.path, ", ".join(config.values))
+    return values
+
+
+async def _steer(runner: ProcessRunner, received: list[int], had_terminal: bool) -> None:
+    """SIGHUP restarts the command; SIGINT/SIGTERM stop it (a second one: SIGKILL it now)."""
+    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    with anyio.open_signal_receiver(*wanted) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP and not (had_terminal and _terminal_hung_up()):
+                log.debug("SIGHUP: restarting")
+                runner.restart()
+                continue
+            # A hang-up of our terminal is a reason to stop, not to restart.
+            runner.stop(force=bool(received))
+            received.append(signum)
+
+
+def _terminal_hung_up() -> bool:
+    try:
+        os.tcgetpgrp(0)
+    except OSError:
+        return True
+    return False
