@@ -207,14 +207,19 @@ async def test_a_flask_app_is_served_as_wsgi_and_reloads(tmp_path: Path) -> None
         await wait_version(client, where, "f2")
 
 
-async def test_an_app_on_the_backing_side_of_a_fuse_mount_reloads(fuse_mount: FuseMount) -> None:
-    write_app(fuse_mount.backing, "far1")
+@pytest.mark.parametrize("template", [ASGI_APP, FLASK_APP], ids=["asgi", "flask"])
+async def test_an_app_on_the_backing_side_of_a_fuse_mount_reloads(
+    fuse_mount: FuseMount, template: str
+) -> None:
+    if template is FLASK_APP:
+        pytest.importorskip("flask")
+    write_app(fuse_mount.backing, "far1", template)
     async with (
         serving(fuse_mount.mount, watcher={"poll_interval": 0.1}) as where,
         httpx.AsyncClient(timeout=30) as client,
     ):
         assert (await get(client, where)).startswith("far1 ")
-        write_app(fuse_mount.backing, "far2")  # the far side: no inotify event for this
+        write_app(fuse_mount.backing, "far2", template)  # the far side: no inotify event
         await wait_version(client, where, "far2")
 
 
@@ -257,6 +262,42 @@ def test_cli_serves_and_kill_9_leaves_no_worker(tmp_path: Path) -> None:
             wait_for(lambda pid=pid: _is_zombie(pid), timeout=10, what=f"worker {pid} to die")
     finally:
         cli.stop()
+
+
+def test_the_blocking_serve_function_serves_reloads_and_stops_on_sigint(tmp_path: Path) -> None:
+    write_app(tmp_path, "lib1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = (
+        "import asyncreload\n"
+        f"asyncreload.serve('main:app', port={port}, app_dir={str(tmp_path)!r})\n"
+        "print('returned', flush=True)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, cwd=tmp_path,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+
+    def answers(version: str) -> bool:
+        try:
+            return httpx.get(url, timeout=5).text.startswith(version + " ")
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(lambda: answers("lib1"), timeout=30, what="the app to answer")
+        write_app(tmp_path, "lib2")
+        wait_for(lambda: answers("lib2"), timeout=30, what="the reload")
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert out.splitlines()[-1] == "returned"  # (after the access log lines)
 
 
 def _children(pid: int) -> set[int]:
