@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -418,16 +419,28 @@ async def _reload(supervisor: _Supervisor, tg: anyio.abc.TaskGroup, batch: Chang
 def serve(app: str, **options: Any) -> None:
     """Serve ``app`` ("module:attribute") with reload, blocking: ``uvicorn.run(..., reload=True)``.
 
-    Takes :class:`ServeConfig`'s fields as keyword arguments. Returns when interrupted.
+    Takes :class:`ServeConfig`'s fields as keyword arguments. Like ``uvicorn.run``, it owns the
+    process while it runs: called from the main thread, it handles SIGINT and SIGTERM by stopping
+    the workers gracefully and returning (its handlers go when it returns).
     """
     watcher = {k: options.pop(k) for k in _WATCHER_KEYS if k in options}
     config = ServeConfig(app=app, watcher=watcher, **options)
 
     async def main() -> None:
-        await serve_async(config)
+        async with anyio.create_task_group() as tg:
+            if threading.current_thread() is threading.main_thread():
+                tg.start_soon(_stop_on_signals, tg.cancel_scope)
+            await serve_async(config)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C that came before the handlers
         anyio.run(main)
+
+
+async def _stop_on_signals(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 _WATCHER_KEYS = ("poll", "events", "force_polling", "poll_interval", "max_wait")
