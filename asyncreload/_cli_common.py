@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -14,6 +13,7 @@ import anyio
 import click
 
 from ._exceptions import ConfigError
+from ._signals import cancel_on_signals
 
 __all__ = [
     "EPILOG",
@@ -168,14 +168,6 @@ class _Formatter(logging.Formatter):
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"asyncreload: error: {message}", err=True)
     sys.exit(code)
-
-
-async def cancel_on_signals(scope: anyio.CancelScope) -> None:
-    """Turn SIGINT/SIGTERM into a clean cancellation of ``scope``."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
 
 
 def run_async(fn: Callable[[], Any]) -> Any:

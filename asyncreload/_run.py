@@ -157,12 +157,13 @@ def summarize(batch: Sequence[Change], cwd: str, shown: int = _SHOWN) -> str:
     >>> summarize(batch, "/p"), summarize(batch[:1], "/q")
     ('4 changes: a.py, b.py, c.py, ...', '1 change: /p/a.py')
     """
-    names = [_relative(c.path, cwd) for c in batch[:shown]]
+    names = [relative_to(c.path, cwd) for c in batch[:shown]]
     more = ", ..." if len(batch) > shown else ""
     return f"{len(batch):,} change{'s' if len(batch) != 1 else ''}: {', '.join(names)}{more}"
 
 
-def _relative(path: str, cwd: str) -> str:
+def relative_to(path: str, cwd: str) -> str:
+    """``path`` relative to ``cwd`` when it lies below it, else as it is (for log lines)."""
     return path[len(cwd) + 1 :] if path.startswith(cwd.rstrip("/") + "/") else path
 
 

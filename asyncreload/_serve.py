@@ -36,6 +36,8 @@ from anyio.abc import Process, TaskStatus, UNIXSocketStream
 from ._bytecode import purge_stale_bytecode
 from ._exceptions import AsyncReloadError, ConfigError
 from ._merge import ChangeBatch
+from ._run import summarize
+from ._signals import cancel_on_signals
 from ._watch import open_watcher
 
 __all__ = ["ReloadStrategy", "ServeConfig", "ServeError", "serve", "serve_async"]
@@ -340,14 +342,6 @@ class _Supervisor:
         await worker.stop(self.config.timeout_graceful_shutdown + 2.0)
 
 
-def _describe(batch: ChangeBatch) -> str:
-    cwd = os.getcwd()
-    names = [os.path.relpath(c.path, cwd) if c.path.startswith(cwd + "/") else c.path
-             for c in batch[:3]]  # fmt: skip
-    more = f" and {len(batch) - 3} more" if len(batch) > 3 else ""
-    return ", ".join(names) + more
-
-
 async def serve_async(
     config: ServeConfig, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
 ) -> None:
@@ -412,8 +406,8 @@ async def _reload(supervisor: _Supervisor, tg: anyio.abc.TaskGroup, batch: Chang
         tg.start_soon(supervisor.watch_worker, new)
         if old is not None:
             tg.start_soon(supervisor.retire, old)
-        log.info("reloaded in %.0f ms: %s changed", 1000 * (time.monotonic() - started),
-                 _describe(batch))  # fmt: skip
+        took = 1000 * (time.monotonic() - started)
+        log.info("reloaded in %.0f ms after %s", took, summarize(batch, os.getcwd()))
 
 
 def serve(app: str, **options: Any) -> None:
@@ -429,18 +423,11 @@ def serve(app: str, **options: Any) -> None:
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             if threading.current_thread() is threading.main_thread():
-                tg.start_soon(_stop_on_signals, tg.cancel_scope)
+                tg.start_soon(cancel_on_signals, tg.cancel_scope)
             await serve_async(config)
 
     with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C that came before the handlers
         anyio.run(main)
-
-
-async def _stop_on_signals(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
 
 
 _WATCHER_KEYS = ("poll", "events", "force_polling", "poll_interval", "max_wait")

@@ -43,6 +43,7 @@ from ._exceptions import (
     WatchPathError,
 )
 from ._merge import ChangeBatch
+from ._run import relative_to
 from ._watch import explain, open_watcher
 
 __all__ = ["cli", "main", "watcher_options"]
@@ -68,17 +69,15 @@ def cli() -> None:
     """
 
 
-def _relative(path: str, cwd: str) -> str:
-    return path[len(cwd) + 1 :] if path.startswith(cwd + "/") else path
-
-
 def _print_batch(batch: ChangeBatch, *, as_json: bool, cwd: str) -> None:
     if as_json:
         line = json.dumps({"changes": [c.to_json() for c in batch]})
     else:
         stamp = time.strftime("%H:%M:%S")
         count = f"{len(batch)} change{'s' if len(batch) != 1 else ''}"
-        rows = [f"  {c.kind.value:<8}  {_relative(c.path, cwd)}  ({c.source.value})" for c in batch]
+        rows = [
+            f"  {c.kind.value:<8}  {relative_to(c.path, cwd)}  ({c.source.value})" for c in batch
+        ]
         line = "\n".join([f"[{stamp}] {count}", *rows])
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
