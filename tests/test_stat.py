@@ -12,18 +12,20 @@ import anyio
 import pytest
 
 from asyncreload import ChangeKind, PathFilter
-from asyncreload._stat import Snapshot, Sweeper, diff
+from asyncreload._stat import Snapshot, Sweep, Sweeper
 
 from .helpers import CLI
 
 
-def sweep(root: Path, old: Snapshot | None = None, **kw: object) -> tuple[Snapshot, list]:  # type: ignore[type-arg]
-    return Sweeper(str(root), PathFilter(), **kw).sweep(old or Snapshot())  # type: ignore[arg-type]
+def sweep(root: Path, old: Snapshot | None = None) -> Sweep:
+    return Sweeper(str(root), PathFilter()).sweep(old)
 
 
-def kinds(old: Snapshot, new: Snapshot, root: Path) -> dict[str, ChangeKind]:
-    sweeper = Sweeper(str(root), PathFilter())
-    return {os.path.relpath(c.path, root): c.kind for c in diff(old, new, sweeper.report_dir)}
+def kinds(result: Sweep, root: Path) -> dict[str, ChangeKind]:
+    """The sweep's changes by path relative to ``root``; a path must come once."""
+    found = {os.path.relpath(c.path, root): c.kind for c in result.changes}
+    assert len(found) == len(result.changes), result.changes
+    return found
 
 
 def make_tree(root: Path, dirs: int = 5, files: int = 10) -> None:
@@ -34,18 +36,26 @@ def make_tree(root: Path, dirs: int = 5, files: int = 10) -> None:
         (root / f"d{d}" / "sub" / "deep.py").write_text("x")
 
 
+def _age(root: Path) -> None:
+    """Date every directory an hour back, so their listings are trusted from the first sweep."""
+    old_ns = time.time_ns() - 3600 * 10**9
+    for d in [root, *root.rglob("*")]:
+        if d.is_dir() and not d.is_symlink():
+            os.utime(d, ns=(old_ns, old_ns))
+
+
 def test_added_modified_deleted_files_and_dirs(tmp_path: Path) -> None:
     make_tree(tmp_path)
-    first, problems = sweep(tmp_path)
-    assert problems == []
-    assert len(first.files) == 5 * 11
+    first = sweep(tmp_path)
+    assert first.problems == []
+    assert first.changes == []  # the first sweep has nothing to compare with
+    assert len(first.snapshot.files) == 5 * 11
     (tmp_path / "d0" / "f0.py").write_text("longer content")
     (tmp_path / "d1" / "f1.py").unlink()
     (tmp_path / "d2" / "new.py").write_text("x")
     shutil.rmtree(tmp_path / "d3")
     (tmp_path / "d4" / "newdir").mkdir()
-    second, _ = sweep(tmp_path, first)
-    changed = kinds(first, second, tmp_path)
+    changed = kinds(sweep(tmp_path, first.snapshot), tmp_path)
     assert changed.pop("d0/f0.py") is ChangeKind.MODIFIED
     assert changed.pop("d1/f1.py") is ChangeKind.DELETED
     assert changed.pop("d2/new.py") is ChangeKind.ADDED
@@ -58,46 +68,76 @@ def test_added_modified_deleted_files_and_dirs(tmp_path: Path) -> None:
 def test_same_size_same_second_rewrite_is_seen(tmp_path: Path) -> None:
     f = tmp_path / "a.py"
     f.write_text("one")
-    first, _ = sweep(tmp_path)
+    first = sweep(tmp_path)
     st = f.stat()
     f.write_text("two")  # same size; force the same mtime to the ns but a new inode
     f2 = tmp_path / "a.tmp"
     f2.write_text("two")
     os.utime(f2, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(f2, f)
-    second, _ = sweep(tmp_path, first)
-    assert kinds(first, second, tmp_path) == {"a.py": ChangeKind.MODIFIED}
+    assert kinds(sweep(tmp_path, first.snapshot), tmp_path) == {"a.py": ChangeKind.MODIFIED}
 
 
 def test_unchanged_directories_are_not_listed_again_but_new_files_are_seen(tmp_path: Path) -> None:
     make_tree(tmp_path, dirs=2, files=3)
-    old_ns = time.time_ns() - 3600 * 10**9
-    for d in [tmp_path, *tmp_path.rglob("*")]:
-        if d.is_dir():
-            os.utime(d, ns=(old_ns, old_ns))
-    first, _ = sweep(tmp_path)
-    assert all(d.trusted for d in first.dirs.values())
+    _age(tmp_path)
+    first = sweep(tmp_path)
+    assert all(d.trusted for d in first.snapshot.dirs.values())
     # A new file changes its directory's mtime: that listing is read again.
     (tmp_path / "d1" / "sub" / "new.py").write_text("x")
-    second, _ = sweep(tmp_path, first)
-    assert kinds(first, second, tmp_path) == {"d1/sub/new.py": ChangeKind.ADDED}
+    assert kinds(sweep(tmp_path, first.snapshot), tmp_path) == {"d1/sub/new.py": ChangeKind.ADDED}
+
+
+def test_an_idle_sweep_carries_every_directory_record_over_unchanged(tmp_path: Path) -> None:
+    make_tree(tmp_path, dirs=3, files=5)
+    _age(tmp_path)
+    first = sweep(tmp_path)
+    second = sweep(tmp_path, first.snapshot)
+    assert second.changes == []
+    # The same objects, not equal copies: an idle sweep builds nothing new.
+    assert all(second.snapshot.dirs[p] is d for p, d in first.snapshot.dirs.items())
+    (tmp_path / "d1" / "f2.py").write_text("changed")  # the listing stays as it was
+    third = sweep(tmp_path, second.snapshot)
+    assert kinds(third, tmp_path) == {"d1/f2.py": ChangeKind.MODIFIED}
+    d0, d1 = str(tmp_path / "d0"), str(tmp_path / "d1")
+    assert third.snapshot.dirs[d1] is not second.snapshot.dirs[d1]
+    assert third.snapshot.dirs[d0] is second.snapshot.dirs[d0]
+    assert kinds(sweep(tmp_path, third.snapshot), tmp_path) == {}
+
+
+def test_a_linked_file_that_becomes_a_directory_is_walked(tmp_path: Path) -> None:
+    watched, elsewhere = tmp_path / "w", tmp_path / "elsewhere"
+    watched.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "target").write_text("x")
+    (watched / "link").symlink_to(elsewhere / "target")
+    _age(watched)
+    first = sweep(watched)
+    (elsewhere / "target").unlink()  # the watched directory's listing doesn't change...
+    (elsewhere / "target").mkdir()
+    (elsewhere / "target" / "m.py").write_text("x")
+    second = sweep(watched, first.snapshot)  # ...but what the link names is now a directory
+    assert {(c.kind, os.path.relpath(c.path, watched)) for c in second.changes} == {
+        (ChangeKind.DELETED, "link"),
+        (ChangeKind.ADDED, "link"),
+        (ChangeKind.ADDED, "link/m.py"),
+    }
 
 
 def test_a_fresh_directory_listing_is_not_trusted(tmp_path: Path) -> None:
     # Timestamps are coarse: a file created in the same tick as the listing we read leaves the
     # directory's mtime as it was. A listing read while its mtime is recent is read again.
     (tmp_path / "a.py").write_text("x")
-    first, _ = sweep(tmp_path)
+    first = sweep(tmp_path)
     mtime = tmp_path.stat().st_mtime_ns
     (tmp_path / "b.py").write_text("x")
     os.utime(tmp_path, ns=(mtime, mtime))  # as if b.py had landed in the same tick
-    second, _ = sweep(tmp_path, first)
-    assert kinds(first, second, tmp_path) == {"b.py": ChangeKind.ADDED}
+    assert kinds(sweep(tmp_path, first.snapshot), tmp_path) == {"b.py": ChangeKind.ADDED}
 
 
 def test_files_vanishing_mid_sweep(tmp_path: Path) -> None:
     make_tree(tmp_path, dirs=3, files=20)
-    first, _ = sweep(tmp_path)
+    first = sweep(tmp_path)
 
     class Vandal(PathFilter):
         """Deletes a file and a whole directory while the sweep is listing them."""
@@ -109,14 +149,13 @@ def test_files_vanishing_mid_sweep(tmp_path: Path) -> None:
                     f.unlink()
             return super().__call__(relpath, is_dir=is_dir)
 
-    second, problems = Sweeper(str(tmp_path), Vandal()).sweep(first)
-    assert problems == []  # vanishing is a change, not a problem
-    changed = kinds(first, second, tmp_path)
+    second = Sweeper(str(tmp_path), Vandal()).sweep(first.snapshot)
+    assert second.problems == []  # vanishing is a change, not a problem
+    changed = kinds(second, tmp_path)
     assert changed["d0/f10.py"] is ChangeKind.DELETED
     assert changed["d2"] is ChangeKind.DELETED
     assert all(k is ChangeKind.DELETED for k in changed.values())
-    third, _ = sweep(tmp_path, second)
-    assert kinds(second, third, tmp_path) == {}
+    assert kinds(sweep(tmp_path, second.snapshot), tmp_path) == {}
 
 
 def test_symlink_loops_end_and_links_are_followed(tmp_path: Path) -> None:
@@ -126,14 +165,13 @@ def test_symlink_loops_end_and_links_are_followed(tmp_path: Path) -> None:
     (tmp_path / "self").symlink_to(tmp_path / "self")  # stat() says ELOOP
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     (tmp_path / "linked").symlink_to(tmp_path / "pkg")  # a real second path to pkg
-    first, problems = sweep(tmp_path)
-    assert problems == []
-    assert set(first.files) == {
+    first = sweep(tmp_path)
+    assert first.problems == []
+    assert set(first.snapshot.files) == {
         str(tmp_path / p) for p in ("pkg/m.py", "self", "dangling", "linked/m.py")
     }
     (tmp_path / "pkg" / "m.py").write_text("changed")
-    second, _ = sweep(tmp_path, first)
-    assert kinds(first, second, tmp_path) == {
+    assert kinds(sweep(tmp_path, first.snapshot), tmp_path) == {
         "pkg/m.py": ChangeKind.MODIFIED,
         "linked/m.py": ChangeKind.MODIFIED,
     }
@@ -144,9 +182,13 @@ def test_ignored_and_excluded_directories_are_pruned(tmp_path: Path) -> None:
         (tmp_path / d).mkdir(parents=True)
         (tmp_path / d / "f.py").write_text("x")
     (tmp_path / "app.py").write_text("x")
-    snap, _ = Sweeper(
-        str(tmp_path), PathFilter(exclude=["build"]), excludes=[str(tmp_path / "mnt" / "share")]
-    ).sweep(Snapshot())
+    snap = (
+        Sweeper(
+            str(tmp_path), PathFilter(exclude=["build"]), excludes=[str(tmp_path / "mnt" / "share")]
+        )
+        .sweep(None)
+        .snapshot
+    )
     assert set(snap.files) == {str(tmp_path / "app.py")}
     assert str(tmp_path / "node_modules") not in snap.dirs  # never even listed
 
@@ -154,10 +196,12 @@ def test_ignored_and_excluded_directories_are_pruned(tmp_path: Path) -> None:
 def test_a_single_file_as_root(tmp_path: Path) -> None:
     f = tmp_path / "settings.toml"
     f.write_text("a")
-    first, _ = sweep(f)
+    first = sweep(f)
     f.write_text("bb")
-    second, _ = sweep(f, first)
-    assert [c.kind for c in diff(first, second, lambda p: True)] == [ChangeKind.MODIFIED]
+    second = sweep(f, first.snapshot)
+    assert [(c.kind, c.path) for c in second.changes] == [(ChangeKind.MODIFIED, str(f))]
+    f.unlink()
+    assert [c.kind for c in sweep(f, second.snapshot).changes] == [ChangeKind.DELETED]
 
 
 def _without_dac_override() -> list[str]:
@@ -212,7 +256,7 @@ async def test_sweep_runs_off_the_event_loop(tmp_path: Path) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
-        snap, _ = await sweeper.sweep_parallel(Snapshot(), workers=4)
+        snap = (await sweeper.sweep_parallel(None, workers=4)).snapshot
         tg.cancel_scope.cancel()
     assert len(snap.files) == 50 * 41
     assert ticks > 0  # the loop kept running while the threads swept
