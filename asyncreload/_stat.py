@@ -58,6 +58,12 @@ _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
+STREAM_AFTER = 0.05
+"""Seconds into a sweep after which what it finds is sent at once. Shorter sweeps send all
+their changes together at the end, in one batch: changes in two directories found 10 ms apart
+shouldn't become two batches (and two restarts). Past this, waiting for the rest of the walk
+would cost more latency than a second batch costs."""
+
 # A directory whose mtime is this recent may still change within the same timestamp tick after
 # we read it (timestamps are coarse), so its listing is re-read next time even if the mtime
 # looks the same.
@@ -195,10 +201,18 @@ class Sweeper:
         *,
         workers: int,
         limiter: anyio.CapacityLimiter | None = None,
+        send: ObjectSendStream[list[Change]] | None = None,
     ) -> Sweep:
-        """One sweep, its walk shared by ``workers`` threads, never blocking the event loop."""
+        """One sweep, its walk shared by ``workers`` threads, never blocking the event loop.
+
+        With ``send``, a sweep that runs longer than :data:`STREAM_AFTER` sends what it finds
+        as it goes, so a change early in a slow sweep (a FUSE mount, 100,000 files) is not
+        held back by the rest of the walk; the result then holds only what was not yet sent.
+        """
         stop = threading.Event()
         walk = _Walk(self, old, stop)
+        if send is not None:
+            walk.deliver = _sender(send)
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(workers):
@@ -209,6 +223,15 @@ class Sweeper:
         finally:
             stop.set()
         return walk.result()
+
+
+def _sender(send: ObjectSendStream[list[Change]]) -> Callable[[list[Change]], None]:
+    """Send from a worker thread, through the event loop (waits for the send to be taken)."""
+
+    def deliver(changes: list[Change]) -> None:
+        anyio.from_thread.run(send.send, changes)
+
+    return deliver
 
 
 async def _run_abandonable(fn: Callable[[], None], limiter: anyio.CapacityLimiter | None) -> None:
@@ -235,24 +258,49 @@ class _Walk:
         self.pending = 1  # directories queued or being read
         self.cond = threading.Condition()
         self.now_ns = time.time_ns()
+        self.deliver: Callable[[list[Change]], None] | None = None
+        self.stream_at = time.monotonic() + STREAM_AFTER
 
     def run(self) -> None:
         cond = self.cond
         while True:
             with cond:
                 while not self.queue and self.pending and not self.stop.is_set():
-                    cond.wait()
-                if not self.queue or self.stop.is_set():
+                    if self._due():
+                        break
+                    cond.wait(self._until_due())
+                ready = self._take_due()
+                job = self.queue.pop() if self.queue and not self.stop.is_set() else None
+                if job is None and not ready:
                     cond.notify_all()
                     return
-                path, ancestors = self.queue.pop()
-            subdirs, changes = self._read_dir(path, ancestors)
+            if ready and self.deliver is not None and not self.stop.is_set():
+                self.deliver(ready)
+            if job is None:
+                continue
+            subdirs, changes = self._read_dir(*job)
             with cond:
                 self.queue.extend(subdirs)
                 self.pending += len(subdirs) - 1
                 if changes and not self.first:
                     self.changes.extend(changes)
                 cond.notify_all()
+
+    def _due(self) -> bool:
+        """Are there changes to send now (under the lock)?"""
+        return bool(self.deliver and self.changes and time.monotonic() >= self.stream_at)
+
+    def _until_due(self) -> float | None:
+        """How long a waiting worker may sleep before changes fall due (under the lock)."""
+        if self.deliver and self.changes:
+            return max(0.0, self.stream_at - time.monotonic())
+        return None  # until another worker has news
+
+    def _take_due(self) -> list[Change]:
+        if not self._due():
+            return []
+        ready, self.changes = self.changes, []
+        return ready
 
     def result(self) -> Sweep:
         if self.stop.is_set() and (self.pending or self.queue):
@@ -544,7 +592,7 @@ async def poll(
             await anyio.sleep(max(interval, took))
             t0 = clock()
             snapshot, changes, problems = await sweeper.sweep_parallel(
-                snapshot, workers=workers, limiter=limiter
+                snapshot, workers=workers, limiter=limiter, send=send
             )
             took = clock() - t0
             if on_sweep is not None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from asyncreload import ChangeKind, PathFilter
+from asyncreload import Change, ChangeKind, PathFilter
 from asyncreload._stat import Snapshot, Sweep, Sweeper
 
 from .helpers import CLI
@@ -260,6 +261,47 @@ async def test_sweep_runs_off_the_event_loop(tmp_path: Path) -> None:
         tg.cancel_scope.cancel()
     assert len(snap.files) == 50 * 41
     assert ticks > 0  # the loop kept running while the threads swept
+
+
+@pytest.mark.anyio
+async def test_a_slow_sweep_sends_what_it_found_before_it_ends(tmp_path: Path) -> None:
+    for name in ("fast", "slow"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "m.py").write_text("x")
+    released = threading.Event()
+    held: list[bool] = []
+
+    class Gate(PathFilter):
+        """Holds the listing of slow/ until the change in fast/ has been received."""
+
+        armed = False
+
+        def __call__(self, relpath: str, *, is_dir: bool = False) -> bool:
+            if self.armed and relpath == "slow/m.py" and not held:
+                held.append(released.wait(30))
+            return super().__call__(relpath, is_dir=is_dir)
+
+    gate = Gate()
+    sweeper = Sweeper(str(tmp_path), gate)
+    first = await sweeper.sweep_parallel(None, workers=2)
+    (tmp_path / "fast" / "m.py").write_text("changed")
+    gate.armed = True  # both directories are fresh, so both listings are read (and filtered)
+    send, receive = anyio.create_memory_object_stream[list[Change]](8)
+    received: list[Change] = []
+
+    async def release_on_first_batch() -> None:
+        received.extend(await receive.receive())
+        released.set()
+
+    async with send, receive, anyio.create_task_group() as tg:
+        tg.start_soon(release_on_first_batch)
+        second = await sweeper.sweep_parallel(first.snapshot, workers=2, send=send)
+        tg.cancel_scope.cancel()  # if nothing came while it ran, don't wait for it now
+    assert held == [True]  # the sweep was still running when its first change arrived
+    assert [(c.kind, c.path) for c in received] == [
+        (ChangeKind.MODIFIED, str(tmp_path / "fast" / "m.py"))
+    ]
+    assert second.changes == []  # nothing held back for the end
 
 
 if sys.platform != "linux":  # pragma: no cover
