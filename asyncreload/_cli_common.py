@@ -79,7 +79,8 @@ def watcher_options(f: F) -> F:
             type=float,
             default=None,
             metavar="SECONDS",
-            help="Pause between two sweeps of a polled tree.  [default: 0.3]",
+            help="How often a polled tree is swept (never more than half the time: the pause "
+            "is at least as long as the last sweep).  [default: 0.3]",
         ),
         click.option(
             "--debounce",
