@@ -43,6 +43,8 @@ class Settings:
     budget: float = 20.0
     """Seconds of edit trials per (watcher, tree); past it, no new trial beyond ``min_trials``."""
     new_trials: int = 2
+    reedit_trials: int = 5
+    """Saves of one file again and again, as in an edit-reload loop."""
     idle_seconds: float = 4.5
     idle_windows: int = 3
     deadline: float = 10.0
@@ -149,6 +151,27 @@ def _modify_trials(
     for rel in rng.sample(tree.files, min(settings.trials, len(tree.files))):
         if len(samples) >= settings.min_trials and time.monotonic() - start > settings.budget:
             break
+        if not _ready_for_trial(runner, rng, settings):
+            break
+        t0 = _append(tree.write_path(rel))
+        event = runner.wait_for(_reports(tree.watch_path(rel)), t0 + settings.deadline)
+        samples.append(MISSED if event is None else event["t"] - t0)
+        if _blind(samples):
+            break
+    return samples
+
+
+def _reedit_trials(
+    runner: RunnerProcess, tree: Tree, rng: random.Random, settings: Settings
+) -> list[float]:
+    """Latency of saving the same file again and again, spaced apart: the edit-reload loop.
+
+    Separate from the random edits because a watcher may treat a file it just saw change
+    differently (asyncreload checks its recently changed files between sweeps).
+    """
+    samples: list[float] = []
+    rel = rng.choice(tree.files)
+    for _ in range(settings.reedit_trials):
         if not _ready_for_trial(runner, rng, settings):
             break
         t0 = _append(tree.write_path(rel))
@@ -279,6 +302,7 @@ def _run_phases(
     finite = [s for s in modify if math.isfinite(s)]
     if not finite:
         return  # blind to this tree: new files and bursts would only cost deadlines
+    result["reedit"] = _reedit_trials(runner, tree, rng, settings)
     slowest = max(finite)
     plus, times = settings.new_deadline
     result["new_deadline_s"] = deadline = min(settings.deadline, plus + times * slowest)

@@ -35,6 +35,8 @@ class Row:
     new: float | None = None
     """p50 of new-file latency; inf if never seen; None if not tried."""
     deleted: float | None = None
+    reedit: float | None = None
+    """p50 of saving the same file again and again."""
     cpu: float | None = None
     cpu_range: tuple[float, float] | None = None
     daemon_cpu: float | None = None
@@ -68,6 +70,8 @@ def summarize(peer: Peer, raw: dict[str, Any]) -> Row:
         row.new = median(raw["new"])
     if raw.get("deleted"):
         row.deleted = median(raw["deleted"])
+    if raw.get("reedit"):
+        row.reedit = median(raw["reedit"])
     idle = raw.get("idle")
     if idle:
         row.cpu, row.cpu_range = median(idle["cpu"]), spread(idle["cpu"])
@@ -123,6 +127,7 @@ def _columns(fuse: bool) -> list[Column]:
     columns: list[Column] = [
         ("modify p50", lambda r: r.p50, format_seconds),
         ("modify p95", lambda r: r.p95, format_seconds),
+        ("same file again p50", lambda r: r.reedit, format_seconds),
         ("new file p50", lambda r: r.new, lambda v: format_seconds(v, missed="never")),
         ("deleted p50", lambda r: r.deleted, format_seconds),
         ("idle CPU", lambda r: r.cpu, format_percent),

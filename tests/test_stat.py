@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -13,7 +14,7 @@ import anyio
 import pytest
 
 from asyncreload import Change, ChangeKind, PathFilter
-from asyncreload._stat import Snapshot, Sweep, Sweeper
+from asyncreload._stat import HOT_FOR, Snapshot, Sweep, Sweeper, _HotSet, poll
 
 from .helpers import CLI
 
@@ -302,6 +303,66 @@ async def test_a_slow_sweep_sends_what_it_found_before_it_ends(tmp_path: Path) -
         (ChangeKind.MODIFIED, str(tmp_path / "fast" / "m.py"))
     ]
     assert second.changes == []  # nothing held back for the end
+
+
+def test_what_the_hot_set_finds_is_not_reported_again_by_the_next_sweep(tmp_path: Path) -> None:
+    make_tree(tmp_path, dirs=1, files=2)
+    _age(tmp_path)
+    sweeper = Sweeper(str(tmp_path), PathFilter())
+    first = sweeper.sweep(None)
+    f = tmp_path / "d0" / "f0.py"
+    f.write_text("changed")
+    second = sweeper.sweep(first.snapshot)
+    assert second.touched == [str(f)]
+    hot = _HotSet()
+    hot.note(second.touched, now=0.0)
+    f.write_text("changed again")
+    snapshot = second.snapshot
+    assert [(c.kind, c.path) for c in hot.check(snapshot)] == [(ChangeKind.MODIFIED, str(f))]
+    assert hot.check(snapshot) == []
+    assert sweeper.sweep(snapshot).changes == []  # the check wrote what it saw into the snapshot
+    f.unlink()
+    assert [(c.kind, c.path) for c in hot.check(snapshot)] == [(ChangeKind.DELETED, str(f))]
+    assert not hot
+    assert sweeper.sweep(snapshot).changes == []
+
+
+def test_the_hot_set_keeps_the_files_changed_last_and_cools_down() -> None:
+    hot = _HotSet()
+    hot.note([f"/r/{i}.py" for i in range(100)], now=0.0)
+    assert list(hot.paths) == [f"/r/{i}.py" for i in range(68, 100)]
+    hot.note(["/r/99.py"], now=HOT_FOR - 1)
+    hot.note([], now=HOT_FOR + 1)
+    assert list(hot.paths) == ["/r/99.py"]
+
+
+@pytest.mark.anyio
+async def test_a_file_just_changed_is_checked_again_between_sweeps(tmp_path: Path) -> None:
+    f = tmp_path / "app.py"
+    f.write_text("x")
+    sweeps: list[float] = []
+    send, receive = anyio.create_memory_object_stream[list[Change]](8)
+    poller = functools.partial(
+        poll,
+        Sweeper(str(tmp_path), PathFilter()),
+        send,
+        interval=5.0,  # far longer than a hot check takes, even on a loaded machine
+        workers=1,
+        on_sweep=lambda seconds, files: sweeps.append(seconds),
+    )
+    async with receive, anyio.create_task_group() as tg:
+        await tg.start(poller)
+        f.write_text("xx")
+        with anyio.fail_after(30):
+            first = await receive.receive()  # from a sweep
+        assert [(c.kind, c.path) for c in first] == [(ChangeKind.MODIFIED, str(f))]
+        swept = len(sweeps)
+        f.write_text("xxx")
+        with anyio.fail_after(30):
+            second = await receive.receive()
+        assert (ChangeKind.MODIFIED, str(f)) in [(c.kind, c.path) for c in second]
+        assert len(sweeps) == swept  # found between two sweeps, by the hot check
+        tg.cancel_scope.cancel()
 
 
 if sys.platform != "linux":  # pragma: no cover
