@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from asyncreload import PathFilter, Source
-from asyncreload._events import Layout, layout
+from asyncreload._events_watchfiles import Layout, layout
 from asyncreload._plan import Target
 
 from .conftest import IN_CI
