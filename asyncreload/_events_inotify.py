@@ -102,22 +102,33 @@ class _Watches:
         self.fd = fd
         self.paths: dict[int, list[str]] = {}
         self.wds: dict[str, int] = {}
+        # Watched directories by parent, so that dropping a subtree costs its size, not the
+        # whole tree's: `rm -rf` of a thousand directories is a thousand drops.
+        self._children: dict[str, set[str]] = {}
 
     def add(self, path: str, wd: int) -> None:
         before = self.wds.get(path)
         if before is not None and before != wd:
             self._unlink(path, before)  # another directory now stands at path
         self.wds[path] = wd
+        self._children.setdefault(posixpath.dirname(path), set()).add(path)
         paths = self.paths.setdefault(wd, [])
         if path not in paths:
             paths.append(path)
 
     def drop(self, top: str) -> bool:
         """Stop watching ``top`` and every directory below it; True if any was watched."""
-        gone = [p for p in self.wds if is_within(p, top)]
-        for p in gone:
-            self._unlink(p, self.wds.pop(p))
-        return bool(gone)
+        dropped = False
+        stack = [top]
+        while stack:
+            path = stack.pop()
+            stack.extend(self._children.pop(path, ()))
+            wd = self.wds.pop(path, None)
+            if wd is not None:
+                dropped = True
+                self._unlink(path, wd)
+        self._children.get(posixpath.dirname(top), set()).discard(top)
+        return dropped
 
     def _unlink(self, path: str, wd: int) -> None:
         paths = self.paths.get(wd)
@@ -132,9 +143,10 @@ class _Watches:
 
     def forget(self, wd: int) -> None:
         """The kernel dropped ``wd`` itself (``IN_IGNORED``): forget it."""
-        for p in self.paths.pop(wd, ()):
-            if self.wds.get(p) == wd:
-                del self.wds[p]
+        for path in self.paths.pop(wd, ()):
+            if self.wds.get(path) == wd:
+                del self.wds[path]
+                self._children.get(posixpath.dirname(path), set()).discard(path)
 
 
 @dataclass
@@ -301,7 +313,7 @@ class _Tree:
         """An event about the entry at ``path`` in a watched directory."""
         if self.file_name is not None and path != self.target.path:
             return
-        if any(is_within(path, x) for x in self.excludes):
+        if self.excludes and any(is_within(path, x) for x in self.excludes):
             return
         rel = self.relative(path)
         is_dir = bool(mask & IN_ISDIR)
