@@ -4,6 +4,7 @@ polling at the inotify limits."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -15,8 +16,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncreload import ChangeKind, PathFilter, Source, open_watcher
+import asyncreload
+from asyncreload import ChangeKind, PathFilter, Source, _events_inotify, open_watcher
 from asyncreload._events_watchfiles import Layout, layout
+from asyncreload._inotify import WatchLimitError
 from asyncreload._plan import Target
 
 from .conftest import IN_CI
@@ -394,3 +397,27 @@ def test_permission_denied_warns_once_and_the_rest_gets_events(
     finally:
         locked.chmod(0o755)
     assert "Traceback" not in "\n".join(cli.stderr)
+
+
+@pytest.mark.anyio
+async def test_the_instance_limit_falls_back_to_polling_with_one_warning(
+    tmp_path: Path,
+    native_events: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The kernel's answer at fs.inotify.max_user_instances, stood in for: lowering that sysctl
+    # would break every other program on the machine that starts watching meanwhile.
+    def refused() -> int:
+        raise WatchLimitError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(_events_inotify, "init", refused)
+    async with open_watcher(tmp_path, poll_interval=0.05) as changes:
+        (tmp_path / "x.py").write_text("x")
+        await collect_until(changes, has(tmp_path / "x.py", ChangeKind.ADDED, Source.STAT))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "polling it instead" in warnings[0]
+    assert "fs.inotify.max_user_instances=" in warnings[0]
+    targets = await anyio.to_thread.run_sync(asyncreload.explain, tmp_path)
+    assert [(t.backend, "max_user_instances" in t.reason) for t in targets] == [(Source.STAT, True)]
