@@ -2,7 +2,8 @@
 
 Paths on FUSE and network file systems (sshfs, NFS, SMB, Docker Desktop and WSL2 shares) are
 stat-polled, because a change made on the far side of such a mount raises no event here; every
-other path gets kernel events through watchfiles. Both feed one debounced stream of batches.
+other path gets kernel events (inotify, read directly on Linux; watchfiles elsewhere). Both feed
+one debounced stream of batches.
 
 >>> import asyncreload
 >>> sorted(asyncreload.ChangeKind.__members__)

@@ -43,7 +43,8 @@ Docker Desktop and WSL2 shares) found in the mount table, paths given with
 
 \b
 Environment: ASYNCRELOAD_FORCE_POLLING=1, ASYNCRELOAD_POLL=PATH:PATH,
-ASYNCRELOAD_POLL_INTERVAL=SECONDS, ASYNCRELOAD_DEBOUNCE=MS (options win).
+ASYNCRELOAD_POLL_INTERVAL=SECONDS, ASYNCRELOAD_DEBOUNCE=MS (options win),
+ASYNCRELOAD_EVENTS_BACKEND=inotify|watchfiles (what reads kernel events).
 """
 
 

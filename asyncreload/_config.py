@@ -7,6 +7,7 @@ Precedence: an explicit argument, then the environment, then the default.
 ``ASYNCRELOAD_POLL``            paths to poll, separated by ``:`` (``os.pathsep``)
 ``ASYNCRELOAD_POLL_INTERVAL``   seconds between sweeps
 ``ASYNCRELOAD_DEBOUNCE``        milliseconds of quiet that end a batch
+``ASYNCRELOAD_EVENTS_BACKEND``  ``inotify`` (Linux's default) or ``watchfiles``
 ==============================  =================================================
 """
 
@@ -14,12 +15,20 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from ._exceptions import ConfigError
 
-__all__ = ["DEFAULTS", "WatchSettings", "resolve"]
+__all__ = ["DEFAULTS", "EventsBackend", "WatchSettings", "resolve"]
+
+EventsBackend = Literal["inotify", "watchfiles"]
+"""What reads the kernel's events: our own inotify reader (Linux), or watchfiles' Rust backend."""
+
+_EVENTS_BACKENDS: dict[str, EventsBackend] = {"inotify": "inotify", "watchfiles": "watchfiles"}
+_LINUX = sys.platform.startswith("linux")
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,9 @@ class WatchSettings:
     """Seconds after a batch's first change that it is handed out even if changes keep coming."""
     stat_workers: int = 8
     """Threads that share a sweep of a network or FUSE file system (local disks use one)."""
+    events_backend: EventsBackend = "inotify" if _LINUX else "watchfiles"
+    """The native reader waits on inotify's descriptor and does nothing while nothing happens;
+    watchfiles' thread wakes every few milliseconds, but works off Linux too."""
 
 
 DEFAULTS = WatchSettings()
@@ -68,6 +80,19 @@ def _env_float(env: Mapping[str, str], name: str) -> float | None:
         raise ConfigError(f"{name}={raw!r}: expected a number") from None
 
 
+def _events_backend(env: Mapping[str, str], name: str) -> EventsBackend | None:
+    raw = env.get(name)
+    value = (raw or "").strip().lower()
+    if not value:
+        return None
+    backend = _EVENTS_BACKENDS.get(value)
+    if backend is None:
+        raise ConfigError(f"{name}={raw!r}: expected inotify or watchfiles")
+    if backend == "inotify" and not _LINUX:
+        raise ConfigError(f"{name}={raw!r}: inotify is Linux's; use watchfiles here")
+    return backend
+
+
 def _positive(name: str, value: float, *, zero_ok: bool = False) -> float:
     if math.isnan(value) or value < 0 or (value == 0 and not zero_ok):  # NaN included
         raise ConfigError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} "
@@ -90,6 +115,8 @@ def resolve(
     >>> s = resolve(env={"ASYNCRELOAD_FORCE_POLLING": "yes", "ASYNCRELOAD_DEBOUNCE": "80"})
     >>> s.force_polling, s.debounce, s.poll_interval
     (True, 0.08, 0.3)
+    >>> resolve(env={"ASYNCRELOAD_EVENTS_BACKEND": "watchfiles"}).events_backend
+    'watchfiles'
     """
     env = os.environ if env is None else env
     if force_polling is None:
@@ -111,6 +138,9 @@ def resolve(
             "debounce", DEFAULTS.debounce if debounce is None else debounce, zero_ok=True
         ),
         max_wait=_positive("max wait", DEFAULTS.max_wait if max_wait is None else max_wait),
+        events_backend=(
+            _events_backend(env, "ASYNCRELOAD_EVENTS_BACKEND") or DEFAULTS.events_backend
+        ),
     )
     if settings.max_wait < settings.debounce:
         raise ConfigError(

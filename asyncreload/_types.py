@@ -25,7 +25,7 @@ class Source(str, enum.Enum):
     STAT = "stat"
     """The stat poller: it compares snapshots of (mtime, size, inode)."""
     EVENTS = "events"
-    """The kernel event stream (inotify on Linux), through watchfiles."""
+    """The kernel event stream: inotify read directly on Linux, watchfiles' backend elsewhere."""
 
     def __str__(self) -> str:
         return self.value

@@ -10,12 +10,14 @@ import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import replace
+from functools import partial
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._config import WatchSettings, resolve
-from ._events import WatchLimitError, layout, limit_message, watch_events
-from ._events import _open as open_notifier
+from ._events import probe as probe_target
+from ._events import watch_events
 from ._exceptions import PathNotFoundError
 from ._merge import ChangeBatch, ChangeStream, merge
 from ._mounts import poll_reason, read_mounts
@@ -117,32 +119,43 @@ async def open_watcher(
     async with anyio.create_task_group() as tg:
         tg.start_soon(merge, receive, stream)
 
-        async def start_poller(target: Target) -> None:
+        async def start_poller(
+            target: Target, sources: MemoryObjectSendStream[list[Change]]
+        ) -> None:
             sweeper = Sweeper(
                 target.path, path_filter, excludes=target.excludes, filter_root=target.root
             )
             await tg.start(
                 _poll_target,
                 sweeper,
-                send.clone(),
+                sources.clone(),
                 settings.poll_interval,
                 _workers(target, settings),
                 stat_limiter,
             )
 
-        async def fallback(target: Target, reason: str) -> None:
-            await start_poller(replace(target, backend=Backend.STAT, reason=reason))
+        async def fallback(
+            target: Target, reason: str, sources: MemoryObjectSendStream[list[Change]]
+        ) -> None:
+            # The event source's own stream is cloned: ours is closed once everything started,
+            # and a target may fall back long after that.
+            await start_poller(replace(target, backend=Backend.STAT, reason=reason), sources)
 
         async with anyio.create_task_group() as starting:
             # Sweeping a big polled tree and laying inotify watches on a big local one both take
             # a while: do them side by side.
             for target in targets:
                 if target.backend is Backend.STAT:
-                    starting.start_soon(start_poller, target)
+                    starting.start_soon(start_poller, target, send)
             event_targets = [t for t in targets if t.backend is Backend.EVENTS]
             if event_targets:
                 starting.start_soon(
-                    tg.start, watch_events, event_targets, path_filter, send.clone(), fallback
+                    tg.start,
+                    partial(watch_events, backend=settings.events_backend),
+                    event_targets,
+                    path_filter,
+                    send.clone(),
+                    fallback,
                 )
         send.close()  # the sources hold clones; the merge ends when the last one closes
         try:
@@ -195,8 +208,8 @@ def explain(
     """The targets :func:`open_watcher` would make for these arguments, with the reason for each.
 
     With ``probe`` (the default), event targets are tried for real: their inotify watches are
-    laid and dropped again, so a target that would hit the watch limit shows as polled, as it
-    would be. Blocking; call it from a thread in async code.
+    laid and dropped again by the event backend the watcher would use, so a target that would hit
+    the watch limit shows as polled, as it would be. Blocking; call it from a thread in async code.
     """
     settings = resolve(
         force_polling=force_polling,
@@ -207,18 +220,7 @@ def explain(
     targets = _plan(paths, settings)
     if not probe:
         return targets
-    return [_probe(t, path_filter) if t.backend is Backend.EVENTS else t for t in targets]
-
-
-def _probe(target: Target, path_filter: PathFilter) -> Target:
-    lay = layout(target, path_filter)
-    try:
-        for watched, recursive in ((lay.flat, False), (lay.recursive, True)):
-            notifier = open_notifier(watched, recursive=recursive)
-            if notifier is not None:
-                notifier.close()
-    except WatchLimitError:
-        return replace(target, backend=Backend.STAT, reason=limit_message())
-    except OSError:
-        pass  # the real watcher will say what's wrong, and fall back
-    return target
+    return [
+        probe_target(t, path_filter, settings.events_backend) if t.backend is Backend.EVENTS else t
+        for t in targets
+    ]

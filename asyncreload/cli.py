@@ -36,12 +36,13 @@ from ._cli_common import (
 )
 from ._cli_run import run_command
 from ._cli_serve import serve_command
-from ._events import inotify_limits
+from ._config import resolve
 from ._exceptions import (
     AsyncReloadError,
     ConfigError,
     WatchPathError,
 )
+from ._inotify import inotify_limits
 from ._merge import ChangeBatch
 from ._run import relative_to
 from ._watch import explain, open_watcher
@@ -133,6 +134,7 @@ def explain_command(
     too big for the inotify watch limit shows up as polled.
     """
     targets = explain(*paths, poll=poll, events=events, force_polling=force_polling)
+    backend = resolve().events_backend
     limits = inotify_limits()
     if as_json:
         plan = [
@@ -145,13 +147,14 @@ def explain_command(
             }
             for t in targets
         ]
-        click.echo(json.dumps({"targets": plan, "inotify": limits}))
+        click.echo(json.dumps({"targets": plan, "events_backend": backend, "inotify": limits}))
         return
     width = max(len(t.path) for t in targets)
     for t in targets:
         click.echo(f"{t.path:<{width}}  {t.backend.value:<6}  {t.reason}")
         for x in t.excludes:
             click.echo(f"{'':<{width}}  {'':<6}  except {x}, watched on its own (below)")
+    click.echo(f"kernel events read by: {backend}")
     if limits:
         click.echo("inotify limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
 

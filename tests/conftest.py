@@ -33,6 +33,24 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["inotify", "watchfiles"])
+def events_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each event backend in turn (through the environment, so CLI subprocesses get it too)."""
+    backend = str(request.param)
+    if backend == "inotify" and not sys.platform.startswith("linux"):
+        pytest.skip("the native inotify backend is Linux's")
+    monkeypatch.setenv("ASYNCRELOAD_EVENTS_BACKEND", backend)
+    return backend
+
+
+@pytest.fixture
+def native_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native inotify backend, whatever ``ASYNCRELOAD_EVENTS_BACKEND`` says outside."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the native inotify backend is Linux's")
+    monkeypatch.setenv("ASYNCRELOAD_EVENTS_BACKEND", "inotify")
+
+
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
     """The file the test commands of ``processes.CHILD`` write what they do to."""

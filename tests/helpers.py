@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import anyio
+import pytest
 
 from asyncreload import Change, ChangeKind, ChangeStream, Source
 
@@ -62,6 +64,16 @@ async def eventually(
 
 def all_of(*predicates: Callable[[list[Change]], bool]) -> Callable[[list[Change]], bool]:
     return lambda seen: all(p(seen) for p in predicates)
+
+
+def without_dac_override() -> list[str]:
+    """A command prefix that runs a child without root's power to ignore file permissions."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root, and no setpriv to drop CAP_DAC_OVERRIDE with")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
 class CLI:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -75,16 +76,24 @@ def test_user_mistakes_are_one_line_and_exit_2(
     assert message in lines[0]
 
 
-def test_bad_environment_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ASYNCRELOAD_FORCE_POLLING", "maybe", "expected 1/0, true/false, yes/no"),
+        ("ASYNCRELOAD_EVENTS_BACKEND", "fsevents", "expected inotify or watchfiles"),
+    ],
+)
+def test_bad_environment_is_a_usage_error(
+    variable: str, value: str, message: str, tmp_path: Path
+) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "asyncreload", "watch"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "ASYNCRELOAD_FORCE_POLLING": "maybe"},
+        env={"PATH": "/usr/bin:/bin", variable: value,
+             **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}},
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "asyncreload: error: ASYNCRELOAD_FORCE_POLLING='maybe': expected 1/0, true/false, yes/no"
-    )
+    assert result.stderr.strip() == f"asyncreload: error: {variable}={value!r}: {message}"
 
 
 def test_help_teaches(tmp_path: Path) -> None:
@@ -95,6 +104,7 @@ def test_help_teaches(tmp_path: Path) -> None:
                    "--debounce MS", "--include GLOB", "--exclude GLOB", "--json"):  # fmt: skip
         assert option in watch_help
     assert "ASYNCRELOAD_FORCE_POLLING" in watch_help
+    assert "ASYNCRELOAD_EVENTS_BACKEND" in watch_help
     assert run("--version").stdout.startswith("asyncreload, version ")
 
 
@@ -107,6 +117,7 @@ def test_explain_names_the_backend_and_the_reason(fuse_mount: FuseMount, tmp_pat
     assert "FUSE (bindfs) mount at" in rows[str(fuse_mount.mount)]
     assert f"override: --poll {fuse_mount.backing}" in rows[str(fuse_mount.backing)]
     assert "inotify limits: max_user_watches=" in result.stdout
+    assert "kernel events read by: " in result.stdout
 
 
 def test_console_script_is_installed() -> None:

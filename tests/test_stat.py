@@ -16,7 +16,7 @@ import pytest
 from asyncreload import Change, ChangeKind, PathFilter
 from asyncreload._stat import HOT_FOR, Snapshot, Sweep, Sweeper, _HotSet, poll
 
-from .helpers import CLI
+from .helpers import CLI, without_dac_override
 
 
 def sweep(root: Path, old: Snapshot | None = None) -> Sweep:
@@ -206,16 +206,6 @@ def test_a_single_file_as_root(tmp_path: Path) -> None:
     assert [c.kind for c in sweep(f, second.snapshot).changes] == [ChangeKind.DELETED]
 
 
-def _without_dac_override() -> list[str]:
-    """A command prefix that runs a child without root's power to ignore file permissions."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("root, and no setpriv to drop CAP_DAC_OVERRIDE with")
-    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
-
-
 def test_permission_denied_warns_once_and_the_rest_is_still_watched(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     locked = tree / "locked"
@@ -225,7 +215,7 @@ def test_permission_denied_warns_once_and_the_rest_is_still_watched(tmp_path: Pa
     try:
         with CLI(
             "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
-            prefix=_without_dac_override(),
+            prefix=without_dac_override(),
         ) as cli:  # fmt: skip
             cli.wait_line(lambda line: "permission denied" in line, stream="stderr")
             cli.wait_ready()
