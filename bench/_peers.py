@@ -46,6 +46,13 @@ PEERS: tuple[Peer, ...] = (
         ours=True,
         stall=True,
     ),
+    Peer(
+        "asyncreload-poll400",
+        "asyncreload force_polling 0.4 s",
+        "run_asyncreload.py",
+        ("--force-polling", "--poll-interval", "0.4"),
+        ours=True,
+    ),
     Peer("watchfiles", "watchfiles (events)", "run_watchfiles.py"),
     Peer(
         "watchfiles-poll",
