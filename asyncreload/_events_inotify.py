@@ -183,7 +183,9 @@ class _Tree:
         return path[self._prefix :]
 
     def lay(self) -> None:
-        """Watch the whole target. Raises :class:`FileNotFoundError` if it is not there."""
+        """Watch the whole target. Raises :class:`FileNotFoundError` if it is not there, and
+        :class:`PermissionError` if it can't be read (the poller then watches it: it tries
+        again every sweep, where no event would say that the target became readable)."""
         path = self.target.path
         if stat.S_ISDIR(os.stat(path).st_mode):
             self.top, self.file_name = path, None
@@ -193,7 +195,9 @@ class _Tree:
             wd = self._watch(self.top)
             if wd is not None:
                 self.watches.add(self.top, wd)
-        if self.top not in self.watches.wds and self.top not in self.denied:
+        if self.top in self.denied:
+            raise PermissionError(errno.EACCES, "permission denied", self.top)
+        if self.top not in self.watches.wds:
             raise FileNotFoundError(errno.ENOENT, "vanished while being watched", path)
 
     def rebuild(self) -> None:
@@ -278,10 +282,11 @@ class _Tree:
             return  # vanished mid-walk: its deletion is an event of its parent's
         if e.errno in _DENIED:
             if path not in self.denied:
-                # Worded as the poller words it. A chmod of the directory raises IN_ATTRIB in
-                # its parent's watch, and the walk is tried again then.
                 self.denied.add(path)
-                log.warning("%s: permission denied; not watched until it can be read", path)
+                if path != self.top:  # the top falls back to the poller, which says so
+                    # Worded as the poller words it. A chmod of the directory raises IN_ATTRIB
+                    # in its parent's watch, and the walk is tried again then.
+                    log.warning("%s: permission denied; not watched until it can be read", path)
             return
         log.warning("%s: can't be watched (%s); skipped", path, e.strerror or e)
 
@@ -378,6 +383,9 @@ class _Tree:
             return changes, limit_message()
         except FileNotFoundError:
             out.gone = True
+        except PermissionError:
+            changes.append(top_changed)
+            return changes, "permission denied"
         if out.gone:
             changes.append(Change(ChangeKind.DELETED, self.target.path, Source.EVENTS))
             return changes, "moved or deleted"
@@ -443,6 +451,10 @@ async def _watch(
             except WatchLimitError as e:
                 log.warning("%s: %s; polling it instead", target.path, limit_message(e))
                 return limit_message(e)
+            except PermissionError:
+                # Not warned here: the poller's first sweep warns, and says when it can read it.
+                log.debug("%s: permission denied; polling it", target.path)
+                return "permission denied"
         log.debug("%s: %d inotify watches", target.path, len(tree.watches.paths))
         ready()
         return await tree.pump(send, limiter)
@@ -491,6 +503,10 @@ def probe(target: Target, path_filter: PathFilter) -> Target:
         _Tree(target, path_filter, fd).lay()
     except WatchLimitError as e:
         return replace(target, backend=Backend.STAT, reason=limit_message(e))
+    except PermissionError:
+        return replace(
+            target, backend=Backend.STAT, reason="permission denied: polled until readable"
+        )
     except OSError:
         pass
     finally:

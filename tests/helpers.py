@@ -77,11 +77,21 @@ def without_dac_override() -> list[str]:
 
 
 class CLI:
-    """``python -m asyncreload ...`` in a subprocess, its stdout and stderr read line by line."""
+    """``python -m asyncreload ...`` in a subprocess, its stdout and stderr read line by line.
 
-    def __init__(self, *args: str, cwd: Path | None = None, prefix: Iterable[str] = ()) -> None:
+    With ``script``, ``python -c script ...`` instead: a program that embeds the library.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        prefix: Iterable[str] = (),
+        script: str | None = None,
+    ) -> None:
+        program = ["-m", "asyncreload"] if script is None else ["-c", script]
         self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "asyncreload", *args],
+            [*prefix, sys.executable, *program, *args],
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

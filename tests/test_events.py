@@ -399,6 +399,41 @@ def test_permission_denied_warns_once_and_the_rest_gets_events(
     assert "Traceback" not in "\n".join(cli.stderr)
 
 
+EMBEDDED = """
+import sys, anyio, asyncreload
+async def main():
+    async with asyncreload.open_watcher(sys.argv[1], poll_interval=0.05) as changes:
+        print("ready", flush=True)
+        async for batch in changes:
+            for c in batch:
+                print(c.kind, c.path, c.source, flush=True)
+anyio.run(main)
+"""
+
+
+def test_an_unreadable_root_is_polled_until_it_can_be_read(
+    tmp_path: Path, native_events: None
+) -> None:
+    # Through the library: the CLI refuses an unreadable path outright (exit 2, one line).
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.py").write_text("x")
+    tree.chmod(0)
+    try:
+        with CLI(str(tree), script=EMBEDDED, prefix=without_dac_override()) as app:
+            app.wait_line(lambda line: line == "ready")
+            # No event would say when it becomes readable: the poller tries every sweep.
+            # One line, the poller's: the event source gave the tree up without a word.
+            assert app.stderr == [f"{tree}: permission denied; not watched until it can be read"]
+            tree.chmod(0o755)
+            app.wait_line(lambda line: line == f"added {tree / 'a.py'} stat")
+            (tree / "b.py").write_text("x")
+            app.wait_line(lambda line: line == f"added {tree / 'b.py'} stat")
+    finally:
+        tree.chmod(0o755)
+    assert "Traceback" not in "\n".join(app.stderr)
+
+
 @pytest.mark.anyio
 async def test_the_instance_limit_falls_back_to_polling_with_one_warning(
     tmp_path: Path,
