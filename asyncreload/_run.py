@@ -167,7 +167,7 @@ def relative_to(path: str, cwd: str) -> str:
     return path[len(cwd) + 1 :] if path.startswith(cwd.rstrip("/") + "/") else path
 
 
-def _fold(earlier: ChangeBatch, later: ChangeBatch) -> ChangeBatch:
+def fold(earlier: ChangeBatch, later: ChangeBatch) -> ChangeBatch:
     """One batch of two consecutive ones: each path once, with its latest change."""
     merged = {c.path: c for c in earlier}
     merged.update((c.path, c) for c in later)
@@ -325,7 +325,7 @@ class ProcessRunner:
             if burst:
                 batch = await _settle(changes, batch, since=began)
             else:
-                batch = _fold(batch, await _due_batch(changes))
+                batch = fold(batch, await _due_batch(changes))
             settled = anyio.current_time()
             if burst:
                 log.debug("held the start %.0f ms for more changes", (settled - stopped) * 1000)
@@ -513,7 +513,7 @@ async def _settle(
             more = await _due_batch(changes)
         if not more:
             return batch
-        batch = _fold(batch, more)
+        batch = fold(batch, more)
         window_end = anyio.current_time() + quiet
 
 

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from anyio.abc import Process, TaskStatus, UNIXSocketStream
 from ._bytecode import purge_stale_bytecode
 from ._exceptions import AsyncReloadError, ConfigError
 from ._merge import ChangeBatch
-from ._run import summarize
+from ._run import fold, summarize
 from ._signals import cancel_on_signals
 from ._watch import open_watcher
 
@@ -375,8 +375,16 @@ async def serve_async(
                 log.info("serving %s at %s", config.app, where)
             supervisor.standby = await supervisor.spawn()
             task_status.started(where)
-            async for batch in changes:
-                await _reload(supervisor, tg, batch)
+            newer: ChangeBatch | None = None
+            while True:
+                if newer is None:
+                    try:
+                        batch = await changes.__anext__()
+                    except StopAsyncIteration:
+                        break
+                else:
+                    batch, newer = newer, None
+                newer = await _reload(supervisor, tg, batch, changes)
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
@@ -389,7 +397,18 @@ async def serve_async(
                 os.unlink(config.uds)
 
 
-async def _reload(supervisor: _Supervisor, tg: anyio.abc.TaskGroup, batch: ChangeBatch) -> None:
+async def _reload(
+    supervisor: _Supervisor,
+    tg: anyio.abc.TaskGroup,
+    batch: ChangeBatch,
+    changes: AsyncIterator[ChangeBatch],
+) -> ChangeBatch | None:
+    """Reload for ``batch``; return a newer batch that came meanwhile, for the next reload.
+
+    A change that comes while the new worker is still importing the app supersedes it: that
+    worker is killed and the next reload starts over with both batches, rather than first
+    finishing a slow import (a big Django project: seconds) of code already out of date.
+    """
     started = time.monotonic()
     await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
     old = supervisor.serving
@@ -401,13 +420,33 @@ async def _reload(supervisor: _Supervisor, tg: anyio.abc.TaskGroup, batch: Chang
         supervisor.serving = None
         await supervisor.retire(old)
         old = None
-    if await supervisor.activate(new):
+    newer: ChangeBatch | None = None
+    ready = False
+    async with anyio.create_task_group() as race:
+
+        async def next_batch() -> None:
+            nonlocal newer
+            with contextlib.suppress(StopAsyncIteration):
+                newer = await changes.__anext__()
+                race.cancel_scope.cancel()
+
+        race.start_soon(next_batch)
+        ready = await supervisor.activate(new)
+        race.cancel_scope.cancel()
+    if newer is not None and not ready:
+        if new.process.returncode is None:
+            await new.kill()
+        took = 1000 * (time.monotonic() - started)
+        log.info("a newer change came %.0f ms into loading the app; starting over", took)
+        return fold(batch, newer)
+    if ready:
         supervisor.serving = new
         tg.start_soon(supervisor.watch_worker, new)
         if old is not None:
             tg.start_soon(supervisor.retire, old)
         took = 1000 * (time.monotonic() - started)
         log.info("reloaded in %.0f ms after %s", took, summarize(batch, os.getcwd()))
+    return newer
 
 
 def serve(app: str, **options: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -185,6 +186,29 @@ def _is_zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+async def test_a_change_during_a_slow_import_supersedes_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="asyncreload")
+    app_dir, marker = tmp_path / "app", tmp_path / "importing"  # the marker is not watched
+    app_dir.mkdir()
+    write_app(app_dir, "v1")
+    # An import that takes a minute (a big project's), saying when it has begun and in which pid.
+    slow = f"import os, pathlib, time\npathlib.Path({str(marker)!r}).write_text(str(os.getpid()))\n"
+    slow += "time.sleep(60)\n"
+    async with serving(app_dir) as where, httpx.AsyncClient(timeout=30) as client:
+        assert (await get(client, where)).startswith("v1 ")
+        write_app(app_dir, "slow", slow + ASGI_APP)
+        await eventually(lambda: marker.exists() and marker.read_text(), what="the slow import")
+        slow_pid = int(marker.read_text())
+        assert (await get(client, where)).startswith("v1 ")  # the old version serves meanwhile
+        write_app(app_dir, "v2")
+        took = await wait_version(client, where, "v2")
+        await eventually(lambda: _is_zombie(slow_pid), what="the superseded worker's end")
+    assert took < 20  # not after the slow import's minute: typically ~0.1 s
+    assert any("starting over" in r.getMessage() for r in caplog.records)
 
 
 async def test_restart_strategy_reloads_too(tmp_path: Path) -> None:
