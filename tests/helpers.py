@@ -52,14 +52,20 @@ def has(path: Path | str, kind: ChangeKind | None = None, source: Source | None 
 
 
 async def eventually(
-    condition: Callable[[], object], *, timeout: float = DEADLINE, what: str = "condition"
+    condition: Callable[[], object],
+    *,
+    timeout: float = DEADLINE,
+    what: str = "condition",
+    detail: Callable[[], str] | None = None,
 ) -> None:
-    """Poll ``condition`` on the event loop (other tasks keep running) until it holds."""
+    """Poll ``condition`` on the event loop (other tasks keep running) until it holds; fail after
+    ``timeout`` seconds, saying what was awaited and, with ``detail``, what was seen."""
     with anyio.move_on_after(timeout):
         while not condition():
             await anyio.sleep(0.01)
         return
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    seen = f"; {detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}")
 
 
 def all_of(*predicates: Callable[[list[Change]], bool]) -> Callable[[list[Change]], bool]:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-DEADLINE = 20.0  # generous: CI is two noisy cores; a pass takes a fraction of this
+from .helpers import DEADLINE, eventually
 
 CHILD = r"""
 import json, os, signal, subprocess, sys, time
@@ -84,27 +81,16 @@ class Journal:
     async def wait(
         self, predicate: Callable[[Journal], object], what: str, timeout: float = DEADLINE
     ) -> None:
-        await wait_until(lambda: predicate(self), what, timeout=timeout, journal=self)
+        await eventually(
+            lambda: predicate(self),
+            what=what,
+            timeout=timeout,
+            detail=lambda: f"journal: {self.entries()}",
+        )
 
     async def wait_starts(self, n: int, timeout: float = DEADLINE) -> dict[str, Any]:
         await self.wait(lambda j: len(j.starts()) >= n, f"{n} start(s)", timeout)
         return self.starts()[n - 1]
-
-
-async def wait_until(
-    condition: Callable[[], object],
-    what: str,
-    *,
-    timeout: float = DEADLINE,
-    journal: Journal | None = None,
-) -> None:
-    """Poll ``condition`` until it's true; fail after ``timeout`` seconds (no bare sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            seen = f"; journal: {journal.entries()}" if journal else ""
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}")
-        await anyio.sleep(0.02)
 
 
 def child_command(journal: Journal, *flags: str) -> list[str]:

@@ -24,7 +24,8 @@ from asyncreload import (
 from asyncreload._guard import descendants, parse_stat
 from asyncreload._process import describe_returncode, returncode_to_status
 
-from .processes import DEADLINE, Journal, Tracked, child_command, start_time, wait_until
+from .helpers import DEADLINE, eventually
+from .processes import Journal, Tracked, child_command, start_time
 
 pytestmark = pytest.mark.anyio
 
@@ -178,7 +179,7 @@ async def test_kill_cuts_the_grace_period_short(journal: Journal) -> None:
         tg.start_soon(stop)
         await anyio.sleep(0.2)  # let the stop begin: the kill request only acts during one
         await proc.kill()
-        await wait_until(lambda: result, "the stop to end")
+        await eventually(lambda: result, what="the stop to end")
     assert time.monotonic() - began < 10
     assert result[0].killed
 

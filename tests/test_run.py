@@ -36,7 +36,8 @@ from asyncreload import (
 from asyncreload._pyproject import load_config
 from asyncreload._run import Backoff, changes_env, check_command, parse_signal, summarize
 
-from .processes import Journal, Tracked, child_command, start_time, wait_until
+from .helpers import eventually
+from .processes import Journal, Tracked, child_command, start_time
 
 pytestmark = pytest.mark.anyio
 
@@ -110,8 +111,8 @@ async def test_a_command_that_exits_with_3_is_reported_and_restarted_on_the_next
     runner = ProcessRunner(child_command(journal, "exit3"), watched)
     async with running(runner):
         await journal.wait_starts(1)
-        await wait_until(
-            lambda: "command exited with code 3" in caplog.text, "the exit to be reported"
+        await eventually(
+            lambda: "command exited with code 3" in caplog.text, what="the exit to be reported"
         )
         (watched / "app.py").write_text("x")
         second = await journal.wait_starts(2)
@@ -240,14 +241,16 @@ async def test_a_command_that_vanishes_is_reported_and_started_again_once_back(
     script.chmod(0o755)
     runner = ProcessRunner([str(script)], watched, grace=1)
     async with running(runner):
-        await wait_until(marker.exists, "the first start")
+        await eventually(marker.exists, what="the first start")
         script.unlink()
         (watched / "a.py").write_text("x")
-        await wait_until(lambda: "command not found" in caplog.text, "the failure to be logged")
+        await eventually(
+            lambda: "command not found" in caplog.text, what="the failure to be logged"
+        )
         script.write_text(f"#!/bin/sh\necho $ASYNCRELOAD_RESTART >> {marker}\nexec sleep 1000\n")
         script.chmod(0o755)
         (watched / "b.py").write_text("x")
-        await wait_until(lambda: marker.read_text().split() == ["0", "2"], "the third start")
+        await eventually(lambda: marker.read_text().split() == ["0", "2"], what="the third start")
 
 
 async def test_shell_commands(tmp_path: Path, watched: Path) -> None:
