@@ -52,7 +52,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["descendants", "main", "parse_stat"]
+__all__ = [
+    "PR_SET_CHILD_SUBREAPER",
+    "descendants",
+    "end_descendants",
+    "main",
+    "parse_stat",
+    "prctl",
+]
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -108,7 +115,8 @@ def descendants(root: int) -> dict[int, int]:
     return found
 
 
-def _prctl(option: int, arg: int) -> None:
+def prctl(option: int, arg: int) -> None:
+    """Linux's ``prctl(2)`` with one argument; OSError on failure."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(option, arg, 0, 0, 0) != 0:
         err = ctypes.get_errno()
@@ -118,6 +126,34 @@ def _prctl(option: int, arg: int) -> None:
 def _signal(pid: int, sig: int, *, group: bool = False) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # gone already
         (os.killpg if group else os.kill)(pid, sig)
+
+
+def _reap_children() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def end_descendants(grace: float) -> None:
+    """SIGTERM every descendant of this process, SIGKILL what is left after ``grace`` seconds,
+    and reap what it can. For a process on its way out that started others, or whose code did
+    (blocking). Made a subreaper first, such a process also holds what double-forked away."""
+    me = os.getpid()
+    left = descendants(me)
+    for pid in left:
+        _signal(pid, signal.SIGTERM)
+    deadline, killed = time.monotonic() + grace, False
+    while left:
+        _reap_children()
+        left = descendants(me)
+        if left and time.monotonic() >= deadline:
+            if killed:
+                return  # in uninterruptible sleep: nothing more can be done
+            for pid in left:
+                _signal(pid, signal.SIGKILL)
+            deadline, killed = time.monotonic() + KILL_TIMEOUT, True
+        if left:
+            time.sleep(0.02)
 
 
 @dataclass
@@ -154,7 +190,7 @@ class Guard:
         # Out of asyncreload's process group: Ctrl-C and the shell's job-control signals for
         # asyncreload's job must not reach the guard, which follows asyncreload by its socket.
         os.setpgid(0, 0)
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
         for sig in _IGNORED:
             signal.signal(sig, signal.SIG_IGN)
         for sig in _HANDLED:
@@ -435,7 +471,7 @@ def _sentinel(pgid: int, guard: int, write_fd: int) -> None:
         # Keep nothing of the guard's open but the pipe back to it.
         os.dup2(write_fd, 3)
         os.closerange(4, 1 << 16)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the guard is single-threaded: this is safe
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the guard is single-threaded: this is safe
         if os.getppid() != guard:
             os._exit(0)
         os.setpgid(0, pgid)

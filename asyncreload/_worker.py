@@ -10,7 +10,8 @@ The control channel is a Unix socket (one JSON object per line). The worker dies
 supervisor: when the supervisor exits, even by SIGKILL, the kernel closes its end of the channel,
 and the worker stops (a standby at once, a serving worker after draining). Not PR_SET_PDEATHSIG:
 that fires when the *thread* that started the process exits, and trio starts processes from
-worker threads that come and go.
+worker threads that come and go. Whatever the app started goes with the worker, which is a child
+subreaper so that not even a double-forked background job escapes.
 
 Run as ``python -m asyncreload._worker CONTROL_FD``; nothing here is public.
 """
@@ -29,6 +30,8 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from ._guard import PR_SET_CHILD_SUBREAPER, end_descendants, prctl
 
 # What every worker needs: imported while the worker waits, not while the user does.
 _WARM_MODULES = (
@@ -185,6 +188,9 @@ def _on_control(channel: _Channel, server: Any) -> None:
         _draining.add(loop.create_task(_drain_then_exit(server)))
 
 
+APP_CHILDREN_GRACE = 1.0
+"""Seconds the app's own child processes get, after SIGTERM, to exit with the worker."""
+
 _draining: set[asyncio.Task[None]] = set()
 DRAIN_S = 1.0
 
@@ -230,7 +236,17 @@ def main(argv: list[str]) -> int:
         return 0
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn installs its own in serve()
     channel.sock.setblocking(False)
-    return _serve(channel, message["spec"], listen_fd)
+    # What the app starts (a task queue, a dev asset watcher) ends with this worker, on a
+    # reload or when the supervisor dies, even if it double-forked out of the process group:
+    # as a subreaper, the worker inherits such orphans instead of init.
+    with contextlib.suppress(OSError):
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        return _serve(channel, message["spec"], listen_fd)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        end_descendants(APP_CHILDREN_GRACE)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,13 @@ def index():
 pytestmark = pytest.mark.anyio
 
 
+def spawning(pidfile: Path) -> str:
+    """App code that starts a process which double-forks out of the worker's process group (a
+    background job started by a shell), and writes its PID to ``pidfile``."""
+    command = f"setsid sleep 1000 >/dev/null 2>&1 & echo $! > {pidfile}"
+    return f"import subprocess\nsubprocess.run(['sh', '-c', {command!r}], check=True)\n"
+
+
 def write_app(directory: Path, version: str, template: str = ASGI_APP) -> None:
     # Written whole and renamed into place, as editors do: a worker never imports half a file.
     tmp = directory / ".main.py.tmp"
@@ -211,6 +218,19 @@ async def test_a_change_during_a_slow_import_supersedes_it(
     assert any("starting over" in r.getMessage() for r in caplog.records)
 
 
+async def test_what_the_app_started_ends_with_its_worker_on_reload(tmp_path: Path) -> None:
+    app_dir, pidfile = tmp_path / "app", tmp_path / "spawned.pid"
+    app_dir.mkdir()
+    write_app(app_dir, "v1", spawning(pidfile) + ASGI_APP)
+    async with serving(app_dir) as where, httpx.AsyncClient(timeout=30) as client:
+        assert (await get(client, where)).startswith("v1 ")
+        spawned = int(pidfile.read_text())
+        assert not _is_zombie(spawned)
+        write_app(app_dir, "v2")
+        await wait_version(client, where, "v2")
+        await eventually(lambda: _is_zombie(spawned), what="the old worker's background job to end")
+
+
 async def test_restart_strategy_reloads_too(tmp_path: Path) -> None:
     write_app(tmp_path, "a")
     async with (
@@ -266,7 +286,8 @@ async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_cli_serves_and_kill_9_leaves_no_worker(tmp_path: Path) -> None:
-    write_app(tmp_path, "cli1")
+    pidfile = tmp_path.parent / f"{tmp_path.name}.pid"  # outside the watched directory
+    write_app(tmp_path, "cli1", spawning(pidfile) + ASGI_APP)
     with socket.socket() as s:  # a free port for the CLI (it prints the URL too)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -280,10 +301,13 @@ def test_cli_serves_and_kill_9_leaves_no_worker(tmp_path: Path) -> None:
         worker = int(text.split()[1])
         standby = _children(cli.process.pid) - {worker}
         assert standby  # the warm standby is there too
+        spawned = int(pidfile.read_text())
+        assert not _is_zombie(spawned)
         cli.process.send_signal(signal.SIGKILL)
         cli.process.wait(timeout=30)
         for pid in {worker} | standby:
             wait_for(lambda pid=pid: _is_zombie(pid), timeout=10, what=f"worker {pid} to die")
+        wait_for(lambda: _is_zombie(spawned), timeout=10, what="what the app started to die")
     finally:
         cli.stop()
 
