@@ -43,6 +43,7 @@ import ctypes
 import errno
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -63,6 +64,8 @@ __all__ = [
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+SENTINEL_TIMEOUT = 1.0
+"""Seconds to wait for the sentinel's last word once the command has exited."""
 KILL_TIMEOUT = 10.0
 """Seconds to wait for SIGKILLed processes to be reaped before reporting them as stuck (a process
 in uninterruptible sleep, e.g. on a dead NFS server, can't die until the kernel lets it)."""
@@ -389,6 +392,23 @@ class Guard:
                 _signal(pid, signal.SIGKILL)
             time.sleep(0.001)
 
+    def hear_out_sentinel(self) -> None:
+        """End the sentinel, passing on a Ctrl-C it has or had pending.
+
+        The terminal signals a whole process group at once, so a Ctrl-C that ended the command
+        is already pending in the sentinel. SIGTERM is pending after it, and ``sigwait`` picks
+        the lowest-numbered pending signal first (SIGINT, then SIGQUIT), so the sentinel
+        reports the Ctrl-C and exits.
+        """
+        if self.sentinel is None or self.sentinel_fd is None:
+            self.kill_sentinel()
+            return
+        _signal(self.sentinel, signal.SIGTERM)
+        ready, _, _ = select.select([self.sentinel_fd], [], [], SENTINEL_TIMEOUT)
+        if ready:
+            self.on_sentinel()
+        self.kill_sentinel()
+
     def kill_sentinel(self) -> None:
         if self.sentinel is not None:
             _signal(self.sentinel, signal.SIGKILL)
@@ -405,7 +425,10 @@ class Guard:
                 return True
             if pid == self.child:
                 self.child = None
-                self.kill_sentinel()
+                # A command that exits on Ctrl-C races its sentinel's report of it: hear the
+                # sentinel out first, so that asyncreload learns of the Ctrl-C before the exit
+                # (an exit alone would read as "it exited by itself": restart on a change).
+                self.hear_out_sentinel()
                 self.give_back_terminal()
                 self.send(event="exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
 

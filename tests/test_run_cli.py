@@ -73,7 +73,11 @@ def test_if_the_guard_is_killed_asyncreload_kills_the_command_and_says_so(
     watched: Path, tmp_path: Path
 ) -> None:
     with CLI("run", "-w", str(watched), "--", "sleep", "1000", cwd=tmp_path) as cli:
-        wait_for(lambda: len(descendants(cli.process.pid)) >= 2, what="the command to start")
+        # Until the command has exec'd, its forked process reads as a second guard.
+        def started() -> bool:
+            return any(_cmdline(p).startswith(b"sleep\0") for p in descendants(cli.process.pid))
+
+        wait_for(started, what="the command to start")
         (guard,) = [p for p in descendants(cli.process.pid) if b"_guard.py" in _cmdline(p)]
         tracked = Tracked(descendants(cli.process.pid))
         os.kill(guard, signal.SIGKILL)
@@ -83,7 +87,10 @@ def test_if_the_guard_is_killed_asyncreload_kills_the_command_and_says_so(
 
 
 def _cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile
 
 
 @pytest.mark.usefixtures("backend")
@@ -289,5 +296,7 @@ def test_the_command_gets_the_terminal_and_ctrl_c_ends_asyncreload(
         if session.poll() is None:
             session.kill()
             session.wait()
+        if not session.stdin.closed:
+            session.stdin.close()
         session.stdout.close()
     assert f"EXIT={status}".encode() in seen  # asyncreload exits with the command's status
