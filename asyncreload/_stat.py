@@ -630,8 +630,8 @@ class _HotSet:
                 snapshot.dirs[parent] = replace(record, files=files)
                 changes.append(Change(ChangeKind.DELETED, path, Source.STAT))
                 del self.paths[path]
-            elif file_key(st) != key and not stat.S_ISDIR(st.st_mode):
-                snapshot.dirs[parent] = replace(record, files={**record.files, name: file_key(st)})
+            elif (new_key := file_key(st)) != key and not stat.S_ISDIR(st.st_mode):
+                snapshot.dirs[parent] = replace(record, files={**record.files, name: new_key})
                 changes.append(Change(ChangeKind.MODIFIED, path, Source.STAT))
         return changes
 

@@ -153,12 +153,17 @@ def _modify_trials(
             break
         if not _ready_for_trial(runner, rng, settings):
             break
-        t0 = _append(tree.write_path(rel))
-        event = runner.wait_for(_reports(tree.watch_path(rel)), t0 + settings.deadline)
-        samples.append(MISSED if event is None else event["t"] - t0)
+        samples.append(_timed_edit(runner, tree, rel, settings))
         if _blind(samples):
             break
     return samples
+
+
+def _timed_edit(runner: RunnerProcess, tree: Tree, rel: str, settings: Settings) -> float:
+    """Save ``rel`` once; the latency until a batch names it (seconds, or MISSED)."""
+    t0 = _append(tree.write_path(rel))
+    event = runner.wait_for(_reports(tree.watch_path(rel)), t0 + settings.deadline)
+    return MISSED if event is None else event["t"] - t0
 
 
 def _reedit_trials(
@@ -174,9 +179,7 @@ def _reedit_trials(
     for _ in range(settings.reedit_trials):
         if not _ready_for_trial(runner, rng, settings):
             break
-        t0 = _append(tree.write_path(rel))
-        event = runner.wait_for(_reports(tree.watch_path(rel)), t0 + settings.deadline)
-        samples.append(MISSED if event is None else event["t"] - t0)
+        samples.append(_timed_edit(runner, tree, rel, settings))
         if _blind(samples):
             break
     return samples
