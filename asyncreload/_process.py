@@ -114,6 +114,7 @@ class ManagedProcess:
         self._lock = anyio.Lock()
         self._broken = False
         self._closing = False
+        self._kill_requested = False
 
     @property
     def pid(self) -> int | None:
@@ -198,9 +199,12 @@ class ManagedProcess:
         SIGKILL takes.
         """
         grace = self.grace if grace is None else grace
+        sig = int(self.stop_signal if signal is None else signal)
+        pid = self.pid
+        self._kill_requested = False
         request = {
             "op": "stop",
-            "signal": int(self.stop_signal if signal is None else signal),
+            "signal": sig,
             "grace": grace,
             "signalled": signalled,
         }
@@ -210,13 +214,24 @@ class ManagedProcess:
         # The guard reports the command's exit before the end of the stop, so _child is None now
         # unless it is stuck.
         self._child = None
+        killed = bool(reply.get("killed"))
+        if killed and pid is not None and grace > 0 and not self._kill_requested:
+            # Else a server whose shutdown takes longer than the grace period loses its cleanup
+            # without a word (and a Python command can miss a SIGINT that lands just before it
+            # blocks in a sleep: CPython notices it only when the sleep ends).
+            cause = "Ctrl-C" if signalled else _signal_name(sig)
+            log.warning(
+                "the command (pid %d) was still running %g s after %s: killed it with SIGKILL",
+                pid, grace, cause,
+            )  # fmt: skip
         stuck = tuple(reply.get("stuck", ()))
         if stuck:
             log.warning("processes that SIGKILL could not end: %s", ", ".join(map(str, stuck)))
-        return StopResult(self.returncode, bool(reply.get("killed")), stuck)
+        return StopResult(self.returncode, killed, stuck)
 
     async def kill(self) -> None:
         """During a :meth:`stop`, SIGKILL everything now instead of waiting out the grace period."""
+        self._kill_requested = True
         if not self._broken:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self._send({"op": "kill"})
@@ -291,6 +306,13 @@ class ManagedProcess:
         if self._child is not None:
             with contextlib.suppress(OSError):
                 os.killpg(self._child.pid, signals.SIGKILL)
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signals.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def _start_error(name: str, code: int, message: str) -> CommandError:
