@@ -84,6 +84,15 @@ def watcher_options(f: F) -> F:
             "is at least as long as the last sweep).  [default: 0.3]",
         ),
         click.option(
+            "--poll-cpu",
+            type=float,
+            default=None,
+            metavar="PERCENT",
+            help="Cap the sweeps at PERCENT of one CPU core, counted in CPU time: a big or slow "
+            "tree is then swept less often (detected later) instead of costing more. "
+            "[default: no cap beyond half the time]",
+        ),
+        click.option(
             "--debounce",
             type=float,
             default=None,
@@ -133,6 +142,7 @@ def watcher_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
         "events": opts["events"],
         "force_polling": opts["force_polling"],
         "poll_interval": opts["poll_interval"],
+        "poll_cpu": opts["poll_cpu"],
         "debounce": None if opts["debounce"] is None else opts["debounce"] / ms,
         "max_wait": None if opts["max_wait"] is None else opts["max_wait"] / ms,
         "include": opts["include"],

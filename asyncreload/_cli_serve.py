@@ -132,6 +132,7 @@ Reload strategies:
 )
 @click.option("--force-polling", is_flag=True, default=None, help="Stat-poll everything.")
 @click.option("--poll-interval", type=float, metavar="SECONDS", help="As for 'watch'.")
+@click.option("--poll-cpu", type=float, metavar="PERCENT", help="As for 'watch'.")
 @verbosity_options
 def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
     """Serve an ASGI or WSGI APP ("module:attribute") and reload it on change.
@@ -151,7 +152,9 @@ def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
 
     setup_logging(verbose, quiet)
     del options["reload"]  # uvicorn's flag, accepted; reloading is what serve does
-    watcher = {k: options.pop(k) for k in ("poll", "events", "force_polling", "poll_interval")}
+    watcher = {
+        k: options.pop(k) for k in ("poll", "events", "force_polling", "poll_interval", "poll_cpu")
+    }
     config = ServeConfig(
         app=app,
         reload_includes=("*.py", *options.pop("reload_includes")),

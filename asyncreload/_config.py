@@ -39,7 +39,10 @@ class WatchSettings:
     poll: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
     poll_interval: float = 0.3
-    """Seconds between the end of one sweep and the start of the next."""
+    """Seconds from the start of one sweep to the start of the next (the pause after a sweep
+    is never shorter than the sweep itself)."""
+    poll_cpu: float | None = None
+    """Percent of one core the sweeps may use; None: no limit beyond sweeping half the time."""
     debounce: float = 0.02
     """Seconds of quiet that end a batch. Short: an editor's save is a few events within a
     millisecond or two, and a `git checkout` writes faster still."""
@@ -100,12 +103,20 @@ def _positive(name: str, value: float, *, zero_ok: bool = False) -> float:
     return value
 
 
+def _percent(name: str, value: float) -> float:
+    if not 0 < value <= 100:  # NaN included
+        raise ConfigError(f"{name} must be a percentage of one core (above 0, up to 100), "
+                          f"not {value!r}")  # fmt: skip
+    return value
+
+
 def resolve(
     *,
     force_polling: bool | None = None,
     poll: Iterable[str] = (),
     events: Iterable[str] = (),
     poll_interval: float | None = None,
+    poll_cpu: float | None = None,
     debounce: float | None = None,
     max_wait: float | None = None,
     env: Mapping[str, str] | None = None,
@@ -124,6 +135,8 @@ def resolve(
     env_poll = [p for p in env.get("ASYNCRELOAD_POLL", "").split(os.pathsep) if p]
     if poll_interval is None:
         poll_interval = _env_float(env, "ASYNCRELOAD_POLL_INTERVAL")
+    if poll_cpu is None:
+        poll_cpu = _env_float(env, "ASYNCRELOAD_POLL_CPU")
     if debounce is None:
         debounce_ms = _env_float(env, "ASYNCRELOAD_DEBOUNCE")
         debounce = None if debounce_ms is None else debounce_ms / 1000
@@ -134,6 +147,7 @@ def resolve(
         poll_interval=_positive(
             "poll interval", DEFAULTS.poll_interval if poll_interval is None else poll_interval
         ),
+        poll_cpu=None if poll_cpu is None else _percent("poll CPU", poll_cpu),
         debounce=_positive(
             "debounce", DEFAULTS.debounce if debounce is None else debounce, zero_ok=True
         ),

@@ -44,6 +44,7 @@ log = logging.getLogger("asyncreload.config")
 ENV_WINS = {
     "force_polling": "ASYNCRELOAD_FORCE_POLLING",
     "poll_interval": "ASYNCRELOAD_POLL_INTERVAL",
+    "poll_cpu": "ASYNCRELOAD_POLL_CPU",
     "debounce": "ASYNCRELOAD_DEBOUNCE",
 }
 """Settings for which an environment variable, when set, beats the file (it is usually set for a
@@ -174,6 +175,7 @@ _KEYS: dict[str, Callable[[object, Path], Any]] = {
     "events": _paths,
     "force_polling": _bool,
     "poll_interval": _number,
+    "poll_cpu": _number,
     "debounce": _number,
     "max_wait": _number,
     "include": _strings,

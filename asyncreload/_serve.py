@@ -469,4 +469,4 @@ def serve(app: str, **options: Any) -> None:
         anyio.run(main)
 
 
-_WATCHER_KEYS = ("poll", "events", "force_polling", "poll_interval", "max_wait")
+_WATCHER_KEYS = ("poll", "events", "force_polling", "poll_interval", "poll_cpu", "max_wait")

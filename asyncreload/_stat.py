@@ -172,6 +172,8 @@ class Sweep(NamedTuple):
     problems: list[Problem]
     touched: list[str]
     """Every file found added or modified, sent or not (for the hot set)."""
+    cpu: float = 0.0
+    """CPU seconds the sweep's threads spent on it."""
 
 
 class Sweeper:
@@ -281,8 +283,18 @@ class _Walk:
         self.now_ns = time.time_ns()
         self.deliver: Callable[[list[Change]], None] | None = None
         self.stream_at = time.monotonic() + STREAM_AFTER
+        self.cpu = 0.0
 
     def run(self) -> None:
+        began = time.thread_time()
+        try:
+            self._drain()
+        finally:
+            spent = time.thread_time() - began
+            with self.cond:
+                self.cpu += spent
+
+    def _drain(self) -> None:
         cond = self.cond
         while True:
             with cond:
@@ -327,13 +339,13 @@ class _Walk:
     def result(self) -> Sweep:
         if self.stop.is_set() and (self.pending or self.queue):
             # Interrupted: a partial walk must not read as "everything else was deleted".
-            return Sweep(self.old, [], [], [])
+            return Sweep(self.old, [], [], [], self.cpu)
         if not self.first:
             self.changes.extend(
                 Change(ChangeKind.DELETED, path, Source.STAT)
                 for path in self.old.loose.keys() - self.new.loose.keys()
             )
-        return Sweep(self.new, self.changes, self.problems, self.touched)
+        return Sweep(self.new, self.changes, self.problems, self.touched, self.cpu)
 
     def _subtree(self, path: str) -> list[tuple[str, _Dir]]:
         """The last sweep's records of ``path`` and everything below it."""
@@ -636,15 +648,19 @@ class _HotSet:
         return changes
 
 
-def pause_after(took: float, interval: float) -> float:
-    """The pause after a sweep that took ``took`` seconds, to keep ``interval`` start to start.
+def pause_after(took: float, interval: float, *, cpu: float = 0.0, budget: float = 1.0) -> float:
+    """The pause after a sweep that took ``took`` seconds (``cpu`` of them on a CPU), to keep
+    ``interval`` start to start, sweeping at most half the time, and spending at most ``budget``
+    (a share of one core) of each cycle on a CPU.
 
     >>> pause_after(0.05, 0.25)  # a small tree: one sweep every 0.25 s
     0.2
     >>> pause_after(0.2, 0.25)  # a slow one: sweeping at most half the time
     0.2
+    >>> round(pause_after(0.05, 0.25, cpu=0.04, budget=0.1), 3)  # 0.04 s in 10 % of a core: 0.4 s
+    0.35
     """
-    return max(interval - took, took)
+    return max(interval - took, took, cpu / budget - took)
 
 
 async def poll(
@@ -653,6 +669,7 @@ async def poll(
     *,
     interval: float,
     workers: int,
+    cpu_budget: float | None = None,
     limiter: anyio.CapacityLimiter | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_sweep: Callable[[float, int], None] | None = None,
@@ -663,21 +680,25 @@ async def poll(
     ``interval`` is from the start of one sweep to the start of the next, but the pause between
     them is never shorter than the last sweep took: a tree too big to sweep in half the interval
     (a FUSE mount, 100,000 files) then costs at most half a core, instead of a whole one spent
-    sweeping back to back.
+    sweeping back to back. With ``cpu_budget`` (a share of one core, e.g. 0.2), the pause also
+    stretches until the sweeps' threads have used at most that share of the time, measured in
+    CPU seconds: the latency grows instead of the cost.
 
     Signals ``task_status.started()`` once the first snapshot is taken, so changes made after
     that are seen. ``on_sweep(seconds, files)`` is told each sweep's duration (for benchmarks).
     """
     warnings = _Warnings()
-    snapshot, _, problems, _ = await sweeper.sweep_parallel(None, workers=workers, limiter=limiter)
-    warnings.update(sweeper.root, problems)
+    first = await sweeper.sweep_parallel(None, workers=workers, limiter=limiter)
+    snapshot = first.snapshot
+    warnings.update(sweeper.root, first.problems)
     log.debug("%s: first sweep found %d files", sweeper.root, snapshot.count())
     task_status.started()
-    took = 0.0
+    took = cpu = 0.0
+    budget = 1.0 if cpu_budget is None else cpu_budget
     hot = _HotSet()
     async with send:
         while True:
-            wake = clock() + pause_after(took, interval)
+            wake = clock() + pause_after(took, interval, cpu=cpu, budget=budget)
             while hot and wake - clock() > HOT_INTERVAL:
                 await anyio.sleep(HOT_INTERVAL)
                 # Between sweeps only: the snapshot is ours to update while no sweep reads it.
@@ -687,7 +708,7 @@ async def poll(
                     await send.send(changes)
             await anyio.sleep(max(0.0, wake - clock()))
             t0 = clock()
-            snapshot, changes, problems, touched = await sweeper.sweep_parallel(
+            snapshot, changes, problems, touched, cpu = await sweeper.sweep_parallel(
                 snapshot, workers=workers, limiter=limiter, send=send
             )
             took = clock() - t0

@@ -22,7 +22,8 @@ from ._exceptions import PathNotFoundError
 from ._merge import ChangeBatch, ChangeStream, merge
 from ._mounts import poll_reason, read_mounts
 from ._plan import Target, normalise, plan
-from ._stat import Sweeper, poll
+from ._stat import Sweeper
+from ._stat import poll as poll_tree  # open_watcher has a parameter named poll
 from ._types import Backend, Change
 from .filters import PathFilter
 
@@ -71,6 +72,7 @@ async def open_watcher(
     events: Iterable[StrPath] = (),
     force_polling: bool | None = None,
     poll_interval: float | None = None,
+    poll_cpu: float | None = None,
     debounce: float | None = None,
     max_wait: float | None = None,
     include: Iterable[str] = (),
@@ -88,8 +90,10 @@ async def open_watcher(
                     print(change.kind, change.path, change.source)
 
     Paths on FUSE and network file systems (from the mount table), paths in ``poll``, and
-    everything when ``force_polling`` is set are stat-polled every ``poll_interval`` seconds;
-    the rest get kernel events, except paths in ``events``, which always do. A batch is handed
+    everything when ``force_polling`` is set are stat-polled every ``poll_interval`` seconds
+    (less often when a sweep is slow: sweeping takes at most half the time, and with
+    ``poll_cpu``, at most that percentage of one core); the rest get kernel events, except
+    paths in ``events``, which always do. A batch is handed
     out ``debounce`` seconds after its last change or ``max_wait`` seconds after its first.
     Arguments left as None come from the environment (``ASYNCRELOAD_*``) or the defaults.
 
@@ -104,6 +108,7 @@ async def open_watcher(
         poll=[os.fspath(p) for p in poll],
         events=[os.fspath(p) for p in events],
         poll_interval=poll_interval,
+        poll_cpu=poll_cpu,
         debounce=debounce,
         max_wait=max_wait,
     )
@@ -126,12 +131,15 @@ async def open_watcher(
                 target.path, path_filter, excludes=target.excludes, filter_root=target.root
             )
             await tg.start(
-                _poll_target,
-                sweeper,
-                sources.clone(),
-                settings.poll_interval,
-                _workers(target, settings),
-                stat_limiter,
+                partial(
+                    poll_tree,
+                    sweeper,
+                    sources.clone(),
+                    interval=settings.poll_interval,
+                    workers=_workers(target, settings),
+                    cpu_budget=None if settings.poll_cpu is None else settings.poll_cpu / 100,
+                    limiter=stat_limiter,
+                )
             )
 
         async def fallback(
@@ -162,20 +170,6 @@ async def open_watcher(
             yield stream
         finally:
             tg.cancel_scope.cancel()
-
-
-async def _poll_target(
-    sweeper: Sweeper,
-    send: anyio.abc.ObjectSendStream[list[Change]],
-    interval: float,
-    workers: int,
-    limiter: anyio.CapacityLimiter,
-    *,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    await poll(
-        sweeper, send, interval=interval, workers=workers, limiter=limiter, task_status=task_status
-    )
 
 
 async def awatch(*paths: StrPath, **options: object) -> AsyncGenerator[ChangeBatch, None]:

@@ -342,7 +342,7 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
             try:
                 with _tree(workdir, kind, size, args.seed) as tree:
                     trees.append({"label": tree.label, "kind": kind, "size": size})
-                    for peer in peers:
+                    for peer in (p for p in peers if kind in p.kinds):
                         _log(f"[{tree.label}] {peer.label} ...")
                         t_peer = time.monotonic()
                         # One stream per (tree, watcher): leaving a watcher out of a run does

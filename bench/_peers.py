@@ -31,6 +31,8 @@ class Peer:
     poll_delay: float | None = None
     """Seconds between a poller's sweeps, for those whose sweeps can't be timed from Python
     (watchfiles' Rust poller): the report then estimates the sweep's CPU from the idle CPU."""
+    kinds: tuple[str, ...] = ("local", "fuse")
+    """The kinds of tree it is measured on."""
 
     def command(self, tree: str) -> list[str]:
         return [sys.executable, str(RUNNERS / self.script), "--tree", tree, *self.args]
@@ -52,6 +54,14 @@ PEERS: tuple[Peer, ...] = (
         "run_asyncreload.py",
         ("--force-polling", "--poll-interval", "0.4"),
         ours=True,
+    ),
+    Peer(
+        "asyncreload-cpu25",
+        "asyncreload (auto) poll_cpu 25 %",
+        "run_asyncreload.py",
+        ("--poll-cpu", "25"),
+        ours=True,
+        kinds=("fuse",),
     ),
     Peer("watchfiles", "watchfiles (events)", "run_watchfiles.py"),
     Peer(

@@ -60,6 +60,8 @@ def test_watch_readable_output_and_clean_exit_on_sigterm(tmp_path: Path) -> None
         (["watch", "--bogus"], "No such option '--bogus'"),
         (["watch", "--poll-interval", "soon"], "'soon' is not a valid float"),
         (["watch", "--poll-interval", "0"], "poll interval must be a positive number"),
+        (["watch", "--poll-cpu", "0"], "poll CPU must be a percentage of one core"),
+        (["run", "--poll-cpu", "250", "--", "true"], "(above 0, up to 100), not 250.0"),
         (["watch", "--debounce", "5000", "--max-wait", "10"], "must not be shorter than"),
         (["explain", "/no/such/dir"], "does not exist"),
         (["frobnicate"], "No such command 'frobnicate'"),

@@ -355,5 +355,37 @@ async def test_a_file_just_changed_is_checked_again_between_sweeps(tmp_path: Pat
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.anyio
+async def test_a_cpu_budget_stretches_the_pause_between_sweeps(tmp_path: Path) -> None:
+    make_tree(tmp_path, dirs=100, files=30)  # 3,100 files: a sweep is a few ms of CPU
+    marks: list[tuple[float, float]] = []  # (wall, this process's CPU) as each sweep ends
+    send, receive = anyio.create_memory_object_stream[list[Change]](8)
+    poller = functools.partial(
+        poll,
+        Sweeper(str(tmp_path), PathFilter()),
+        send,
+        interval=0.001,  # alone, this would sweep half the time: half a core
+        workers=1,
+        cpu_budget=0.05,
+        on_sweep=lambda seconds, files: marks.append((time.monotonic(), time.process_time())),
+    )
+    async with receive, anyio.create_task_group() as tg:
+        await tg.start(poller)
+        with anyio.fail_after(60):
+            while len(marks) < 8:
+                await anyio.sleep(0.05)
+        (wall0, cpu0), (wall1, cpu1) = marks[1], marks[-1]
+        # Measured independently of the poller's own accounting: all of this process's CPU
+        # (sweeps, event loop, this test) over seven cycles.
+        assert (cpu1 - cpu0) / (wall1 - wall0) < 0.15
+        (tmp_path / "d7" / "f3.py").write_text("changed")
+        with anyio.fail_after(30):
+            batch = await receive.receive()  # later, but found
+        assert (ChangeKind.MODIFIED, str(tmp_path / "d7" / "f3.py")) in [
+            (c.kind, c.path) for c in batch
+        ]
+        tg.cancel_scope.cancel()
+
+
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("Linux file system semantics")

@@ -115,6 +115,8 @@ async def watch(args: argparse.Namespace) -> None:
         options["force_polling"] = True
     if args.poll_interval is not None:
         options["poll_interval"] = args.poll_interval
+    if args.poll_cpu is not None:
+        options["poll_cpu"] = args.poll_cpu
     async with anyio.create_task_group() as tg:
         await tg.start(_serve_signals, tg)
         async with asyncreload.open_watcher(args.tree, **options) as changes:
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--tree", required=True)
     parser.add_argument("--force-polling", action="store_true")
     parser.add_argument("--poll-interval", type=float)
+    parser.add_argument("--poll-cpu", type=float)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     args = parser.parse_args()
     anyio.run(watch, args, backend=args.backend)
