@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import FuseMount
-from .helpers import CLI
+from .helpers import CLI, DEADLINE
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,7 +47,10 @@ def test_watch_readable_output_and_clean_exit_on_sigterm(tmp_path: Path) -> None
     (tmp_path / "page.html").write_text("x")
     cli.wait_line(lambda s: "page.html" in s and "(events)" in s)
     cli.process.send_signal(signal.SIGTERM)
-    assert cli.stop() == 0
+    # Waited for, not stop()ped: stop() would send a second SIGTERM if the first one's clean
+    # shutdown were still under way, and that one ends it at once (exit -15).
+    assert cli.process.wait(timeout=DEADLINE) == 0
+    cli.stop()
     assert any(s.startswith("[") and "1 change" in s for s in cli.stdout)
     assert "  added     page.html  (events)" in cli.stdout
 
