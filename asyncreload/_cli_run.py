@@ -28,7 +28,7 @@ from ._exceptions import (
     CommandNotFoundError,
     ConfigError,
 )
-from ._process import DEFAULT_GRACE, returncode_to_status
+from ._process import DEFAULT_GRACE, returncode_to_status, terminal_hung_up
 from ._pyproject import load_config
 from ._run import OnExit, ProcessRunner, parse_signal
 
@@ -193,18 +193,10 @@ async def _steer(runner: ProcessRunner, received: list[int], had_terminal: bool)
     wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     with anyio.open_signal_receiver(*wanted) as signals:
         async for signum in signals:
-            if signum == signal.SIGHUP and not (had_terminal and _terminal_hung_up()):
+            if signum == signal.SIGHUP and not (had_terminal and terminal_hung_up()):
                 log.debug("SIGHUP: restarting")
                 runner.restart()
                 continue
             # A hang-up of our terminal is a reason to stop, not to restart.
             runner.stop(force=bool(received))
             received.append(signum)
-
-
-def _terminal_hung_up() -> bool:
-    try:
-        os.tcgetpgrp(0)
-    except OSError:
-        return True
-    return False

@@ -19,7 +19,10 @@ guard exits, and trio starts processes from worker threads that come and go.
 While a command holds the terminal, a *sentinel* (a forked copy of the guard that only waits for
 signals) sits in its process group, so it gets the SIGINT or SIGQUIT the terminal sends on Ctrl-C
 or Ctrl-\\ and tells the guard, which tells asyncreload: the user pressed Ctrl-C, even if the
-command handles SIGINT and exits 0, or ignores it.
+command handles SIGINT and exits 0, or ignores it. It passes on a SIGHUP the same way: the kernel
+sends one to the foreground group when the terminal's session leader exits after a hang-up, and
+asyncreload, in a background group, would not hear of it otherwise (a shell that forwards SIGHUP to
+its jobs is interactive; ``sh -c`` under ssh or script(1) is not).
 
 Protocol, one JSON object per line each way::
 
@@ -30,7 +33,7 @@ Protocol, one JSON object per line each way::
                            {"event": "started", "pid": N}
                            {"event": "error", "errno": E, "message": "..."}
                            {"event": "exited", "pid": N, "returncode": RC}
-                           {"event": "interrupt", "signal": 2}
+                           {"event": "interrupt", "signal": 2}   (or 3; 1: SIGHUP)
                            {"event": "stopped", "killed": false, "stuck": []}
 
 ``returncode`` is as in :mod:`subprocess`: negative for a death by signal.
@@ -72,7 +75,7 @@ in uninterruptible sleep, e.g. on a dead NFS server, can't die until the kernel 
 
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP)
 _IGNORED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP)
-_INTERRUPTS = (signal.SIGINT, signal.SIGQUIT)
+_REPORTED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
 
 
 def parse_stat(text: str) -> tuple[str, int, int]:
@@ -500,8 +503,8 @@ def _sentinel(pgid: int, guard: int, write_fd: int) -> None:
         os.setpgid(0, pgid)
         # Every signal is still blocked (from the fork), so these are picked up here, and
         # a Ctrl-Z doesn't stop the sentinel.
-        got = signal.sigwait({*_INTERRUPTS, signal.SIGTERM, signal.SIGHUP})
-        if got in _INTERRUPTS:
+        got = signal.sigwait({*_REPORTED, signal.SIGTERM})
+        if got in _REPORTED:
             os.write(3, bytes([got]))
     finally:
         os._exit(0)

@@ -31,7 +31,13 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
 
-__all__ = ["ManagedProcess", "StopResult", "open_managed_process", "returncode_to_status"]
+__all__ = [
+    "ManagedProcess",
+    "StopResult",
+    "open_managed_process",
+    "returncode_to_status",
+    "terminal_hung_up",
+]
 
 log = logging.getLogger("asyncreload.process")
 
@@ -86,6 +92,8 @@ class _Child:
     pid: int
     exited: anyio.Event = field(default_factory=anyio.Event)
     interrupted: anyio.Event = field(default_factory=anyio.Event)
+    interrupt: int | None = None
+    """The signal the terminal sent: SIGINT, SIGQUIT, or SIGHUP when it hung up."""
     returncode: int | None = None
 
 
@@ -128,8 +136,14 @@ class ManagedProcess:
 
     @property
     def interrupted(self) -> bool:
-        """Whether the terminal interrupted (Ctrl-C, Ctrl-\\\\) the command started last."""
+        """Whether the terminal interrupted (Ctrl-C, Ctrl-\\\\) the command started last, or hung
+        up while it ran."""
         return self._last is not None and self._last.interrupted.is_set()
+
+    @property
+    def interrupt(self) -> int | None:
+        """The signal of that interruption: SIGINT, SIGQUIT, or SIGHUP (a hang-up); or None."""
+        return self._last.interrupt if self._last is not None else None
 
     async def start(
         self,
@@ -296,7 +310,11 @@ class ManagedProcess:
                 child.exited.set()
                 self._child = None
         elif event == "interrupt":
-            if child is not None:
+            sig = int(message.get("signal", signals.SIGINT))
+            # A SIGHUP is the terminal's only if it hung up: else somebody sent the command's
+            # group one (to make a server reload its configuration, say).
+            if child is not None and (sig != signals.SIGHUP or terminal_hung_up()):
+                child.interrupt = sig
                 child.interrupted.set()
         else:
             self._replies.send_nowait(message)
@@ -321,6 +339,15 @@ def _start_error(name: str, code: int, message: str) -> CommandError:
     if code in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
         return CommandNotExecutableError(f"command not executable: {name} ({message.lower()})")
     return CommandError(f"can't run {name}: {message}")
+
+
+def terminal_hung_up() -> bool:
+    """Whether our terminal (stdin) hung up: once it has, asking it anything fails."""
+    try:
+        os.tcgetpgrp(0)
+    except OSError:
+        return True
+    return False
 
 
 def holds_terminal() -> bool:

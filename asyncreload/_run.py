@@ -42,7 +42,13 @@ from ._exceptions import (
     ConfigError,
 )
 from ._merge import BURST_PATHS, ChangeBatch, ChangeStream
-from ._process import DEFAULT_GRACE, ManagedProcess, describe_returncode, open_managed_process
+from ._process import (
+    DEFAULT_GRACE,
+    ManagedProcess,
+    describe_returncode,
+    open_managed_process,
+    terminal_hung_up,
+)
 from ._types import Change
 from ._watch import open_watcher
 
@@ -347,7 +353,10 @@ class ProcessRunner:
             while True:  # until there's a reason to restart
                 wake = await self._wait(proc, changes, child=running, delay=delay)
                 if wake.interrupted:
-                    return await self._finish(proc, had_child=True, signalled=True)
+                    # Ctrl-C reached the command already; a hang-up's SIGHUP may not have
+                    # stopped it (a server run with nohup in mind): it gets the stop signal.
+                    hangup = proc.interrupt == signals.SIGHUP
+                    return await self._finish(proc, had_child=True, signalled=not hangup)
                 if wake.exited:
                     running = False
                     returncode = proc.returncode
@@ -451,8 +460,13 @@ class ProcessRunner:
         return wake
 
     def _interrupted(self, proc: ManagedProcess, returncode: int) -> bool:
-        """Whether the user pressed Ctrl-C (or Ctrl-\\) in the terminal the command held."""
-        by_terminal = proc.foreground and returncode in (-signals.SIGINT, -signals.SIGQUIT)
+        """Whether the user pressed Ctrl-C (or Ctrl-\\) in the terminal the command held, or
+        the terminal hung up."""
+        if not proc.foreground:
+            return proc.interrupted
+        by_terminal = returncode in (-signals.SIGINT, -signals.SIGQUIT) or (
+            returncode == -signals.SIGHUP and terminal_hung_up()
+        )
         return proc.interrupted or by_terminal
 
     async def _finish(

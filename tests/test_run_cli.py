@@ -7,6 +7,7 @@ reused PID can't pass for it) and must be gone by a deadline.
 from __future__ import annotations
 
 import os
+import re
 import select
 import shutil
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from asyncreload._guard import descendants
+from asyncreload._guard import descendants, parse_stat
 
 from .conftest import wait_for
 from .helpers import CLI
@@ -253,6 +254,50 @@ def test_bad_configuration_is_a_usage_error(table: str, message: str, tmp_path: 
 # -- the terminal --------------------------------------------------------------------------------
 
 
+class Terminal:
+    """``sh -c COMMAND`` under script(1): a real pseudo-terminal, typed into and read from."""
+
+    def __init__(self, command: str, cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            ["script", "-qfec", command, "/dev/null"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+        self.seen = b""
+
+    def read_until(self, text: bytes, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.stdout], [], [], max(left, 0))
+            chunk = os.read(self.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                raise AssertionError(f"no {text!r} in {self.seen!r}")
+            self.seen += chunk
+
+    def type(self, keys: bytes) -> None:
+        self.stdin.write(keys)
+        self.stdin.flush()
+
+    def hang_up(self) -> None:
+        """Kill script(1): its end of the pseudo-terminal closes, as when a window is closed."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stdin.close()
+        self.stdout.close()
+
+
 ON_CTRL_C = {
     # Python's default: KeyboardInterrupt, then death by SIGINT, which a shell reports as 130
     "dies": ("", 130),
@@ -282,42 +327,41 @@ def test_the_command_gets_the_terminal_and_ctrl_c_ends_asyncreload(
         "    time.sleep(0.05)\n"
     )
     inner = f"{sys.executable} -m asyncreload run -- {sys.executable} {app}; echo EXIT=$?"
-    session = subprocess.Popen(
-        ["script", "-qfec", inner, "/dev/null"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    assert session.stdin is not None
-    assert session.stdout is not None
-    seen = b""
-    try:
+    with Terminal(inner, tmp_path) as terminal:
+        terminal.read_until(b"name? ")
+        terminal.type(b"bob\n")
+        terminal.read_until(b"hello bob True")  # it read the terminal, as its foreground group
+        terminal.type(b"\x03")  # Ctrl-C
+        terminal.read_until(b"EXIT=")
+        terminal.stdin.close()
+        terminal.process.wait(timeout=30)
+    assert f"EXIT={status}".encode() in terminal.seen  # asyncreload exits with its status
 
-        def read_until(text: bytes, timeout: float = 20) -> None:
-            nonlocal seen
-            assert session.stdout is not None
-            deadline = time.monotonic() + timeout
-            while text not in seen:
-                left = deadline - time.monotonic()
-                ready, _, _ = select.select([session.stdout], [], [], max(left, 0))
-                chunk = os.read(session.stdout.fileno(), 4096) if ready else b""
-                if not chunk:
-                    raise AssertionError(f"no {text!r} in {seen!r}")
-                seen += chunk
 
-        read_until(b"name? ")
-        session.stdin.write(b"bob\n")
-        session.stdin.flush()
-        read_until(b"hello bob True")  # it read the terminal, as its foreground process group
-        session.stdin.write(b"\x03")  # Ctrl-C
-        session.stdin.flush()
-        read_until(b"EXIT=")
-        session.stdin.close()
-        session.wait(timeout=30)
-    finally:
-        if session.poll() is None:
-            session.kill()
-            session.wait()
-        if not session.stdin.closed:
-            session.stdin.close()
-        session.stdout.close()
-    assert f"EXIT={status}".encode() in seen  # asyncreload exits with the command's status
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+@pytest.mark.parametrize("on_sighup", ["dies", "ignores it"])
+@pytest.mark.usefixtures("backend")
+def test_when_the_terminal_hangs_up_asyncreload_and_the_command_end(
+    tmp_path: Path, on_sighup: str
+) -> None:
+    """The session leader is ``sh -c``, which does not pass SIGHUP on to asyncreload's job: the
+    kernel signals only the foreground group (the command's), where the sentinel hears it."""
+    app = tmp_path / "app.py"
+    prelude = "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+    app.write_text(
+        (prelude if on_sighup == "ignores it" else "") + "import os, time\n"
+        "print(f'<guard {os.getppid()}>', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    inner = f"{sys.executable} -m asyncreload run -- {sys.executable} {app}; echo EXIT=$?"
+    with Terminal(inner, tmp_path) as terminal:
+        terminal.read_until(b">")
+        found = re.search(rb"<guard (\d+)>", terminal.seen)
+        assert found is not None, terminal.seen
+        guard = int(found[1])
+        with open(f"/proc/{guard}/stat") as f:
+            _, runner, _ = parse_stat(f.read())
+        tracked = Tracked([runner, guard, *descendants(guard)])
+        terminal.hang_up()
+        wait_for(lambda: not tracked.alive(), timeout=30, what="everything to end after it")
