@@ -298,6 +298,17 @@ class Terminal:
         self.stdout.close()
 
 
+def run_in_a_terminal(tmp_path: Path, code: str) -> Terminal:
+    """``asyncreload run`` under script(1), of a Python app: ``code``, then sleep forever."""
+    app = tmp_path / "app.py"
+    # Short sleeps: a signal that lands after CPython's last check for signals and before a
+    # sleep starts is acted on only when the sleep ends (seen in CI: a sleep(1000) outlived the
+    # grace period after Ctrl-C and was killed, exit 137).
+    app.write_text(code + "import time\nwhile True:\n    time.sleep(0.05)\n")
+    inner = f"{sys.executable} -m asyncreload run -- {sys.executable} {app}; echo EXIT=$?"
+    return Terminal(inner, tmp_path)
+
+
 ON_CTRL_C = {
     # Python's default: KeyboardInterrupt, then death by SIGINT, which a shell reports as 130
     "dies": ("", 130),
@@ -315,19 +326,12 @@ def test_the_command_gets_the_terminal_and_ctrl_c_ends_asyncreload(
 ) -> None:
     """Under a real pseudo-terminal (script(1)): input() reads what's typed; Ctrl-C ends it all."""
     prelude, status = ON_CTRL_C[on_ctrl_c]
-    app = tmp_path / "ask.py"
-    # Short sleeps: a SIGINT that lands after CPython's last check for signals and before the
-    # sleep starts is acted on only when the sleep ends (seen in CI: a sleep(1000) outlived
-    # the grace period and was killed, exit 137).
-    app.write_text(
-        prelude + "import os, time\n"
+    code = (
+        prelude + "import os\n"
         "name = input('name? ')\n"
         "print('hello', name, os.tcgetpgrp(0) == os.getpgrp(), flush=True)\n"
-        "while True:\n"
-        "    time.sleep(0.05)\n"
     )
-    inner = f"{sys.executable} -m asyncreload run -- {sys.executable} {app}; echo EXIT=$?"
-    with Terminal(inner, tmp_path) as terminal:
+    with run_in_a_terminal(tmp_path, code) as terminal:
         terminal.read_until(b"name? ")
         terminal.type(b"bob\n")
         terminal.read_until(b"hello bob True")  # it read the terminal, as its foreground group
@@ -346,16 +350,11 @@ def test_when_the_terminal_hangs_up_asyncreload_and_the_command_end(
 ) -> None:
     """The session leader is ``sh -c``, which does not pass SIGHUP on to asyncreload's job: the
     kernel signals only the foreground group (the command's), where the sentinel hears it."""
-    app = tmp_path / "app.py"
     prelude = "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
-    app.write_text(
-        (prelude if on_sighup == "ignores it" else "") + "import os, time\n"
-        "print(f'<guard {os.getppid()}>', flush=True)\n"
-        "while True:\n"
-        "    time.sleep(0.05)\n"
+    code = (prelude if on_sighup == "ignores it" else "") + (
+        "import os\nprint(f'<guard {os.getppid()}>', flush=True)\n"
     )
-    inner = f"{sys.executable} -m asyncreload run -- {sys.executable} {app}; echo EXIT=$?"
-    with Terminal(inner, tmp_path) as terminal:
+    with run_in_a_terminal(tmp_path, code) as terminal:
         terminal.read_until(b">")
         found = re.search(rb"<guard (\d+)>", terminal.seen)
         assert found is not None, terminal.seen
