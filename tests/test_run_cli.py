@@ -258,8 +258,10 @@ class Terminal:
     """``sh -c COMMAND`` under script(1): a real pseudo-terminal, typed into and read from."""
 
     def __init__(self, command: str, cwd: Path) -> None:
+        # SIGHUP back to its default: a test run started under nohup (a CI job, say) would pass
+        # its "ignore" down to the shell, which then outlives the hang-up of its terminal.
         self.process = subprocess.Popen(
-            ["script", "-qfec", command, "/dev/null"],
+            ["env", "--default-signal=HUP", "script", "-qfec", command, "/dev/null"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
@@ -362,5 +364,9 @@ def test_when_the_terminal_hangs_up_asyncreload_and_the_command_end(
         with open(f"/proc/{guard}/stat") as f:
             _, runner, _ = parse_stat(f.read())
         tracked = Tracked([runner, guard, *descendants(guard)])
-        terminal.hang_up()
-        wait_for(lambda: not tracked.alive(), timeout=30, what="everything to end after it")
+        try:
+            terminal.hang_up()
+            wait_for(lambda: not tracked.alive(), timeout=30, what="everything to end after it")
+        finally:
+            for pid in tracked.alive():  # failed: leave nothing behind (the guard ends the rest)
+                os.kill(pid, signal.SIGKILL)
