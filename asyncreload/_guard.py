@@ -29,12 +29,20 @@ Protocol, one JSON object per line each way::
     asyncreload -> guard   {"op": "spawn", "argv": [...], "env": {...}, "cwd": "..."|null}
                            {"op": "stop", "signal": 15, "grace": 5.0, "signalled": false}
                            {"op": "kill"}   (during a stop: don't wait out the grace period)
+                           {"op": "resume", "foreground": true}   (after "suspended")
     guard -> asyncreload   {"event": "ready", "pid": N}
                            {"event": "started", "pid": N}
                            {"event": "error", "errno": E, "message": "..."}
                            {"event": "exited", "pid": N, "returncode": RC}
                            {"event": "interrupt", "signal": 2}   (or 3; 1: SIGHUP)
                            {"event": "stopped", "killed": false, "stuck": []}
+                           {"event": "suspended", "pid": N, "signal": 20}
+
+A command that holds the terminal and is stopped (Ctrl-Z, or SIGTTIN when it reads the terminal
+from the background) is handled as a shell handles a stopped job: the guard keeps the command's
+terminal modes, gives the terminal back and says "suspended"; asyncreload then stops its own job,
+so the shell gets the prompt back. On ``fg`` asyncreload is continued and sends "resume": the
+guard restores the command's terminal modes, gives it the terminal again and continues it.
 
 ``returncode`` is as in :mod:`subprocess`: negative for a death by signal.
 """
@@ -180,6 +188,8 @@ class Guard:
         # or None when asyncreload does not hold the terminal.
         self.terminal_pgrp: int | None = config.get("terminal_pgrp")
         self.termios: list[Any] | None = None
+        self.child_termios: list[Any] | None = None
+        self.suspended = False
         self.child: int | None = None
         self.sentinel: int | None = None
         self.sentinel_fd: int | None = None
@@ -286,6 +296,8 @@ class Guard:
             sig = int(request.get("signal", self.stop_signal))
             self.begin_stop(sig, grace, signalled=bool(request.get("signalled")))
             self.check_stop()
+        elif op == "resume":
+            self.resume(foreground=bool(request.get("foreground")))
         elif op == "kill" and self.stopping is not None and not self.stopping.killed:
             self.stopping.deadline = 0.0
             self.check_stop()
@@ -421,19 +433,51 @@ class Guard:
         """Reap every child that has exited; True while any child is left."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 return False
             if pid == 0:
                 return True
+            if os.WIFSTOPPED(status):
+                if pid == self.child:
+                    self.on_child_stopped(pid, os.WSTOPSIG(status))
+                continue
             if pid == self.child:
-                self.child = None
+                self.child, self.suspended = None, False
                 # A command that exits on Ctrl-C races its sentinel's report of it: hear the
                 # sentinel out first, so that asyncreload learns of the Ctrl-C before the exit
                 # (an exit alone would read as "it exited by itself": restart on a change).
                 self.hear_out_sentinel()
                 self.give_back_terminal()
                 self.send(event="exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
+
+    # -- job control ----------------------------------------------------------------------------
+
+    def on_child_stopped(self, pid: int, sig: int) -> None:
+        """The command was stopped: a stopped job, if it holds the terminal (else not ours)."""
+        if self.terminal_pgrp is None or self.stopping is not None or self.suspended:
+            return
+        self.suspended = True
+        try:
+            self.child_termios = termios.tcgetattr(0)
+        except (OSError, termios.error):
+            self.child_termios = None
+        self.give_back_terminal()
+        self.send(event="suspended", pid=pid, signal=sig)
+
+    def resume(self, *, foreground: bool) -> None:
+        """Continue the stopped command; with ``foreground``, give it the terminal first."""
+        if self.child is None or not self.suspended:
+            return
+        self.suspended = False
+        if foreground:
+            try:
+                if self.child_termios is not None:
+                    termios.tcsetattr(0, termios.TCSADRAIN, self.child_termios)
+                os.tcsetpgrp(0, self.child)
+            except (OSError, termios.error):
+                pass  # no terminal any more: continue it anyway
+        _signal(self.child, signal.SIGCONT, group=True)
 
     # -- the terminal ---------------------------------------------------------------------------
 

@@ -94,6 +94,7 @@ class _Child:
     interrupted: anyio.Event = field(default_factory=anyio.Event)
     interrupt: int | None = None
     """The signal the terminal sent: SIGINT, SIGQUIT, or SIGHUP when it hung up."""
+    suspended: anyio.Event = field(default_factory=anyio.Event)
     returncode: int | None = None
 
 
@@ -193,6 +194,24 @@ class ManagedProcess:
             await anyio.sleep_forever()
         else:
             await child.interrupted.wait()
+
+    async def wait_suspended(self) -> None:
+        """Wait until the command, holding the terminal, is stopped (Ctrl-Z); the guard has given
+        the terminal back by then. Call :meth:`resume` to continue it."""
+        child = self._child
+        if child is None:
+            await anyio.sleep_forever()
+        else:
+            await child.suspended.wait()
+
+    async def resume(self) -> None:
+        """Continue the command after :meth:`wait_suspended`; it gets the terminal back if we
+        hold it (``fg``), and runs without it if not (``bg``)."""
+        child = self._child
+        if child is not None and child.suspended.is_set() and not self._broken:
+            child.suspended = anyio.Event()
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self._send({"op": "resume", "foreground": holds_terminal()})
 
     async def stop(
         self,
@@ -309,6 +328,9 @@ class ManagedProcess:
                 child.returncode = message["returncode"]
                 child.exited.set()
                 self._child = None
+        elif event == "suspended":
+            if child is not None and child.pid == message["pid"]:
+                child.suspended.set()
         elif event == "interrupt":
             sig = int(message.get("signal", signals.SIGINT))
             # A SIGHUP is the terminal's only if it hung up: else somebody sent the command's

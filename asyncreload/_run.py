@@ -15,6 +15,7 @@ exiting by itself.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -205,6 +206,7 @@ class _Wake:
     batch: ChangeBatch = ()
     exited: bool = False
     interrupted: bool = False
+    suspended: bool = False
     timed_out: bool = False
 
 
@@ -357,6 +359,8 @@ class ProcessRunner:
                     # stopped it (a server run with nohup in mind): it gets the stop signal.
                     hangup = proc.interrupt == signals.SIGHUP
                     return await self._finish(proc, had_child=True, signalled=not hangup)
+                if wake.suspended:
+                    await _suspend(proc)
                 if wake.exited:
                     running = False
                     returncode = proc.returncode
@@ -439,6 +443,11 @@ class ProcessRunner:
                 wake.interrupted = True
                 tg.cancel_scope.cancel()
 
+            async def suspended() -> None:
+                await proc.wait_suspended()
+                wake.suspended = True
+                tg.cancel_scope.cancel()
+
             async def requested(event: anyio.Event) -> None:
                 await event.wait()
                 tg.cancel_scope.cancel()
@@ -453,6 +462,7 @@ class ProcessRunner:
             if child:
                 tg.start_soon(exited)
                 tg.start_soon(interrupted)
+                tg.start_soon(suspended)
             if delay is not None:
                 tg.start_soon(timer, delay)
         if self._wake.is_set():
@@ -501,6 +511,18 @@ class ProcessRunner:
 def _start_failure_status(failure: CommandError) -> int:
     """The exit status a shell gives a command it can't run: 126 or 127."""
     return 126 if isinstance(failure, CommandNotExecutableError) else 127
+
+
+async def _suspend(proc: ManagedProcess) -> None:
+    """The command, holding the terminal, was stopped (Ctrl-Z): stop our own job as well, as a
+    shell expects of a job whose process stopped, so the shell gives the prompt back; once we
+    are continued (``fg`` or ``bg``), continue the command."""
+    log.debug("the command was suspended; suspending asyncreload's job")
+    # Not delivered when our process group is orphaned (a shell without job control started us,
+    # so nobody could continue us): the command is then continued at once.
+    with contextlib.suppress(OSError):
+        os.killpg(os.getpgrp(), signals.SIGTSTP)
+    await proc.resume()
 
 
 async def _settle(

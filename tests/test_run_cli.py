@@ -257,13 +257,13 @@ def test_bad_configuration_is_a_usage_error(table: str, message: str, tmp_path: 
 class Terminal:
     """``sh -c COMMAND`` under script(1): a real pseudo-terminal, typed into and read from."""
 
-    def __init__(self, command: str, cwd: Path) -> None:
+    def __init__(self, command: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         # SIGHUP back to its default: a test run started under nohup (a CI job, say) would pass
         # its "ignore" down to the shell, which then outlives the hang-up of its terminal.
         self.process = subprocess.Popen(
             ["env", "--default-signal=HUP", "script", "-qfec", command, "/dev/null"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )  # fmt: skip
         assert self.process.stdin is not None
         assert self.process.stdout is not None
@@ -370,3 +370,38 @@ def test_when_the_terminal_hangs_up_asyncreload_and_the_command_end(
         finally:
             for pid in tracked.alive():  # failed: leave nothing behind (the guard ends the rest)
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(
+    shutil.which("script") is None or shutil.which("bash") is None,
+    reason="needs script(1) and bash for a terminal with job control",
+)
+@pytest.mark.usefixtures("backend")
+def test_ctrl_z_stops_the_whole_job_and_fg_gives_the_command_the_terminal_again(
+    tmp_path: Path,
+) -> None:
+    """An interactive bash (job control) under script(1), as in a terminal window."""
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import os, signal\n"
+        "signal.signal(signal.SIGCONT, lambda *_: print('<continued>', flush=True))\n"
+        "print('<ready>', flush=True)\n"
+        "line = input()\n"
+        "print('got', line, os.tcgetpgrp(0) == os.getpgrp(), flush=True)\n"
+    )
+    command = f"{sys.executable} -m asyncreload run --on-exit exit -- {sys.executable} {app}"
+    shell = "bash --norc --noprofile -i"
+    with Terminal(shell, tmp_path, env={"PS1": "$ ", "HISTFILE": "/dev/null"}) as terminal:
+        terminal.type(command.encode() + b"\n")
+        terminal.read_until(b"<ready>")
+        terminal.type(b"\x1a")  # Ctrl-Z
+        terminal.read_until(b"Stopped")  # bash saw its job stop: the prompt is back
+        terminal.type(b"fg\n")
+        terminal.read_until(b"<continued>")
+        terminal.type(b"bob\n")
+        terminal.read_until(b"got bob True")  # it reads the terminal, as its foreground group
+        terminal.type(b"echo EXIT=$((100 + $?))\n")  # what it prints differs from what's typed
+        terminal.read_until(b"EXIT=1")
+        terminal.type(b"exit\n")
+        terminal.process.wait(timeout=30)
+    assert b"EXIT=100" in terminal.seen, terminal.seen  # asyncreload exited with the command's 0
