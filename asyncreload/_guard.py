@@ -26,7 +26,8 @@ its jobs is interactive; ``sh -c`` under ssh or script(1) is not).
 
 Protocol, one JSON object per line each way::
 
-    asyncreload -> guard   {"op": "spawn", "argv": [...], "env": {...}, "cwd": "..."|null}
+    asyncreload -> guard   {"op": "spawn", "argv": [...], "env": {...}, "cwd": "..."|null,
+                            "foreground": true}
                            {"op": "stop", "signal": 15, "grace": 5.0, "signalled": false}
                            {"op": "kill"}   (during a stop: don't wait out the grace period)
                            {"op": "resume", "foreground": true}   (after "suspended")
@@ -189,6 +190,9 @@ class Guard:
         self.terminal_pgrp: int | None = config.get("terminal_pgrp")
         self.termios: list[Any] | None = None
         self.child_termios: list[Any] | None = None
+        # The command's group while it holds the terminal (we gave it and have not taken it
+        # back): only then is the terminal ours to give back. After ``bg`` it is the shell's.
+        self.holder: int | None = None
         self.suspended = False
         self.child: int | None = None
         self.sentinel: int | None = None
@@ -290,7 +294,8 @@ class Guard:
     def handle(self, request: dict[str, Any]) -> None:
         op = request.get("op")
         if op == "spawn":
-            self.spawn(request["argv"], request["env"], request.get("cwd"))
+            foreground = bool(request.get("foreground", True))
+            self.spawn(request["argv"], request["env"], request.get("cwd"), foreground=foreground)
         elif op == "stop":
             grace = float(request.get("grace", self.grace))
             sig = int(request.get("signal", self.stop_signal))
@@ -314,19 +319,25 @@ class Guard:
 
     # -- starting -------------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
+    def spawn(
+        self, argv: list[str], env: dict[str, str], cwd: str | None, *, foreground: bool
+    ) -> None:
+        """Start the command; with ``foreground`` (and a terminal), give it the terminal."""
         if self.child is not None:
             self.send(event="error", errno=errno.EBUSY, message="a command is already running")
             return
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         # Block signals across fork: the child must not run the guard's handlers (they'd write to
         # the guard's wakeup pipe) before it has reset them.
+        foreground = foreground and self.terminal_pgrp is not None
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         pid = os.fork()
         if pid == 0:
-            _exec_child(argv, env, cwd, err_w, mask, foreground=self.terminal_pgrp is not None)
+            _exec_child(argv, env, cwd, err_w, mask, foreground=foreground)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(err_w)
+        if foreground:
+            self.holder = pid
         # As a shell does, both parent and child set the group: whichever runs first. (This fails
         # if the child exec'd already, but then it did it itself.)
         with contextlib.suppress(OSError):
@@ -340,7 +351,7 @@ class Guard:
             self.send(event="error", errno=code, message=os.strerror(code))
             return
         self.child = pid
-        if self.terminal_pgrp is not None:
+        if foreground:
             self.start_sentinel(pid)
         self.send(event="started", pid=pid)
 
@@ -458,10 +469,11 @@ class Guard:
         if self.terminal_pgrp is None or self.stopping is not None or self.suspended:
             return
         self.suspended = True
-        try:
-            self.child_termios = termios.tcgetattr(0)
-        except (OSError, termios.error):
-            self.child_termios = None
+        if self.holder is not None:
+            try:
+                self.child_termios = termios.tcgetattr(0)
+            except (OSError, termios.error):
+                self.child_termios = None
         self.give_back_terminal()
         self.send(event="suspended", pid=pid, signal=sig)
 
@@ -475,6 +487,7 @@ class Guard:
                 if self.child_termios is not None:
                     termios.tcsetattr(0, termios.TCSADRAIN, self.child_termios)
                 os.tcsetpgrp(0, self.child)
+                self.holder = self.child
             except (OSError, termios.error):
                 pass  # no terminal any more: continue it anyway
         _signal(self.child, signal.SIGCONT, group=True)
@@ -482,8 +495,9 @@ class Guard:
     # -- the terminal ---------------------------------------------------------------------------
 
     def give_back_terminal(self) -> None:
-        if self.terminal_pgrp is None:
+        if self.terminal_pgrp is None or self.holder is None:
             return
+        self.holder = None
         try:
             if self.termios is not None:
                 # A command killed in raw mode (a debugger, a curses app) would leave the

@@ -165,6 +165,8 @@ class ManagedProcess:
             "argv": list(command),
             "env": dict(os.environ if env is None else env),
             "cwd": None if cwd is None else os.fspath(cwd),
+            # Not after `bg`: the terminal is the shell's then.
+            "foreground": self.foreground and holds_terminal(),
         }
         async with self._lock:
             with anyio.CancelScope(shield=True), anyio.fail_after(_MARGIN):

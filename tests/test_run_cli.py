@@ -405,3 +405,43 @@ def test_ctrl_z_stops_the_whole_job_and_fg_gives_the_command_the_terminal_again(
         terminal.type(b"exit\n")
         terminal.process.wait(timeout=30)
     assert b"EXIT=100" in terminal.seen, terminal.seen  # asyncreload exited with the command's 0
+
+
+@pytest.mark.skipif(
+    shutil.which("script") is None or shutil.which("bash") is None,
+    reason="needs script(1) and bash for a terminal with job control",
+)
+@pytest.mark.usefixtures("backend")
+def test_after_bg_a_restart_leaves_the_terminal_to_the_shell(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import os, time\n"
+        "print(f'<ready {os.environ[\"ASYNCRELOAD_RESTART\"]} {os.getppid()}>', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    command = f"{sys.executable} -m asyncreload run -w {tmp_path} -- {sys.executable} {app}"
+    shell = "bash --norc --noprofile -i"
+    with Terminal(shell, tmp_path, env={"HISTFILE": "/dev/null"}) as terminal:
+        terminal.type(command.encode() + b"\n")
+        terminal.read_until(b"<ready 0 ")
+        terminal.read_until(b">")
+        found = re.search(rb"<ready 0 (\d+)>", terminal.seen)
+        assert found is not None, terminal.seen
+        guard = int(found[1])
+        with open(f"/proc/{guard}/stat") as f:
+            _, runner, _ = parse_stat(f.read())
+        tracked = Tracked([runner, guard])
+        terminal.type(b"\x1a")  # Ctrl-Z
+        terminal.read_until(b"Stopped")
+        terminal.type(b"bg\n")
+        terminal.read_until(b"&")  # bash: [1]+ ... &
+        (tmp_path / "views.py").write_text("x")
+        terminal.read_until(b"<ready 1 ")  # restarted in the background
+        # The shell still reads the terminal: the new command did not take it.
+        terminal.type(b"echo SHELL=$((40 + 2))\n")
+        terminal.read_until(b"SHELL=42")
+        terminal.type(b"kill %1\n")
+        wait_for(lambda: not tracked.alive(), timeout=30, what="asyncreload to end on kill %1")
+        terminal.type(b"exit\n")
+        terminal.process.wait(timeout=30)
