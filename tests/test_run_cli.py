@@ -271,14 +271,19 @@ class Terminal:
         self.seen = b""
 
     def read_until(self, text: bytes, timeout: float = 20) -> None:
+        self.read_match(re.escape(text), timeout)
+
+    def read_match(self, pattern: bytes, timeout: float = 20) -> re.Match[bytes]:
+        """Read until what was read matches ``pattern``; the match."""
         deadline = time.monotonic() + timeout
-        while text not in self.seen:
+        while (found := re.search(pattern, self.seen)) is None:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([self.stdout], [], [], max(left, 0))
             chunk = os.read(self.stdout.fileno(), 4096) if ready else b""
             if not chunk:
-                raise AssertionError(f"no {text!r} in {self.seen!r}")
+                raise AssertionError(f"no {pattern!r} in {self.seen!r}")
             self.seen += chunk
+        return found
 
     def type(self, keys: bytes) -> None:
         self.stdin.write(keys)
@@ -298,6 +303,13 @@ class Terminal:
             self.process.wait()
         self.stdin.close()
         self.stdout.close()
+
+
+def asyncreload_and_guard(guard: int) -> list[int]:
+    """asyncreload's PID (the guard's parent) and the guard's, from the guard's PID."""
+    with open(f"/proc/{guard}/stat") as f:
+        _, runner, _ = parse_stat(f.read())
+    return [runner, guard]
 
 
 def run_in_a_terminal(tmp_path: Path, code: str) -> Terminal:
@@ -357,13 +369,8 @@ def test_when_the_terminal_hangs_up_asyncreload_and_the_command_end(
         "import os\nprint(f'<guard {os.getppid()}>', flush=True)\n"
     )
     with run_in_a_terminal(tmp_path, code) as terminal:
-        terminal.read_until(b">")
-        found = re.search(rb"<guard (\d+)>", terminal.seen)
-        assert found is not None, terminal.seen
-        guard = int(found[1])
-        with open(f"/proc/{guard}/stat") as f:
-            _, runner, _ = parse_stat(f.read())
-        tracked = Tracked([runner, guard, *descendants(guard)])
+        guard = int(terminal.read_match(rb"<guard (\d+)>")[1])
+        tracked = Tracked([*asyncreload_and_guard(guard), *descendants(guard)])
         try:
             terminal.hang_up()
             wait_for(lambda: not tracked.alive(), timeout=30, what="everything to end after it")
@@ -424,14 +431,8 @@ def test_after_bg_a_restart_leaves_the_terminal_to_the_shell(tmp_path: Path) -> 
     shell = "bash --norc --noprofile -i"
     with Terminal(shell, tmp_path, env={"HISTFILE": "/dev/null"}) as terminal:
         terminal.type(command.encode() + b"\n")
-        terminal.read_until(b"<ready 0 ")
-        terminal.read_until(b">")
-        found = re.search(rb"<ready 0 (\d+)>", terminal.seen)
-        assert found is not None, terminal.seen
-        guard = int(found[1])
-        with open(f"/proc/{guard}/stat") as f:
-            _, runner, _ = parse_stat(f.read())
-        tracked = Tracked([runner, guard])
+        guard = int(terminal.read_match(rb"<ready 0 (\d+)>")[1])
+        tracked = Tracked(asyncreload_and_guard(guard))
         terminal.type(b"\x1a")  # Ctrl-Z
         terminal.read_until(b"Stopped")
         terminal.type(b"bg\n")
