@@ -148,13 +148,11 @@ def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
     no request is refused; if the new code fails to import, the old version
     keeps serving and the error is shown.
     """
-    from ._serve import ReloadStrategy, ServeConfig, serve_async
+    from ._serve import WATCHER_KEYS, ReloadStrategy, ServeConfig, serve_async
 
     setup_logging(verbose, quiet)
     del options["reload"]  # uvicorn's flag, accepted; reloading is what serve does
-    watcher = {
-        k: options.pop(k) for k in ("poll", "events", "force_polling", "poll_interval", "poll_cpu")
-    }
+    watcher = {k: options.pop(k) for k in WATCHER_KEYS if k in options}
     config = ServeConfig(
         app=app,
         reload_includes=("*.py", *options.pop("reload_includes")),

@@ -456,7 +456,7 @@ def serve(app: str, **options: Any) -> None:
     process while it runs: called from the main thread, it handles SIGINT and SIGTERM by stopping
     the workers gracefully and returning (its handlers go when it returns).
     """
-    watcher = {k: options.pop(k) for k in _WATCHER_KEYS if k in options}
+    watcher = {k: options.pop(k) for k in WATCHER_KEYS if k in options}
     config = ServeConfig(app=app, watcher=watcher, **options)
 
     async def main() -> None:
@@ -469,4 +469,5 @@ def serve(app: str, **options: Any) -> None:
         anyio.run(main)
 
 
-_WATCHER_KEYS = ("poll", "events", "force_polling", "poll_interval", "poll_cpu", "max_wait")
+WATCHER_KEYS = ("poll", "events", "force_polling", "poll_interval", "poll_cpu", "max_wait")
+"""The options of :func:`serve` (and ``asyncreload serve``) that go to the watcher."""
