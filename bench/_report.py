@@ -252,7 +252,11 @@ def _cpu_at_p95(settings: Sequence[Row], p95: float) -> tuple[float, str] | None
     lie on either side of it, the CPU interpolated linearly between them (the poll interval moves
     both figures smoothly). None if no setting is that quick.
     """
-    points = sorted((r.p95, r.cpu, r) for r in settings if r.p95 is not None and r.cpu is not None)
+    # Sorted by p95 alone: two settings with the same figures would otherwise compare the rows.
+    points = sorted(
+        ((r.p95, r.cpu, r) for r in settings if r.p95 is not None and r.cpu is not None),
+        key=lambda point: point[0],
+    )
     quick = [(p, c, r) for p, c, r in points if p <= p95]
     slow = [(p, c, r) for p, c, r in points if p > p95]
     if not quick:
