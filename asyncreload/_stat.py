@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import stat
 import threading
@@ -648,7 +649,9 @@ class _HotSet:
         return changes
 
 
-def pause_after(took: float, interval: float, *, cpu: float = 0.0, budget: float = 1.0) -> float:
+def pause_after(
+    took: float, interval: float, *, cpu: float = 0.0, budget: float = math.inf
+) -> float:
     """The pause after a sweep that took ``took`` seconds (``cpu`` of them on a CPU), to keep
     ``interval`` start to start, sweeping at most half the time, and spending at most ``budget``
     (a share of one core) of each cycle on a CPU.
@@ -694,7 +697,7 @@ async def poll(
     log.debug("%s: first sweep found %d files", sweeper.root, snapshot.count())
     task_status.started()
     took = cpu = 0.0
-    budget = 1.0 if cpu_budget is None else cpu_budget
+    budget = math.inf if cpu_budget is None else cpu_budget  # None: no cap on CPU time
     hot = _HotSet()
     async with send:
         while True:
