@@ -19,13 +19,17 @@ from ._exceptions import (
     PathNotFoundError,
     WatchPathError,
 )
-from ._merge import ChangeBatch, ChangeStream
-from ._plan import Target
-from ._process import ManagedProcess, StopResult, open_managed_process
-from ._run import OnExit, ProcessRunner, run_process
+from ._run import (
+    ManagedProcess,
+    OnExit,
+    ProcessRunner,
+    StopResult,
+    open_managed_process,
+    run_process,
+)
 from ._serve import ReloadStrategy, ServeConfig, ServeError, serve, serve_async
 from ._types import Backend, Change, ChangeKind, Source
-from ._watch import awatch, explain, open_watcher
+from ._watch import ChangeBatch, ChangeStream, Target, awatch, explain, open_watcher
 from .filters import DEFAULT_IGNORE_DIRS, DEFAULT_IGNORE_GLOBS, PathFilter
 
 __version__ = "0.1.0"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import enum
+import os
 from dataclasses import dataclass
 
 __all__ = ["Backend", "Change", "ChangeKind", "Source"]
@@ -52,5 +54,22 @@ class Change:
         return f"{self.kind.value} {self.path} ({self.source.value})"
 
     def to_json(self) -> dict[str, str]:
-        """The JSON form used by ``asyncreload watch --json``."""
-        return {"change": self.kind.value, "path": self.path, "source": self.source.value}
+        """The JSON form (``asyncreload watch --json``, ``ASYNCRELOAD_CHANGES``): strict JSON,
+        and lossless.
+
+        A file name is bytes; one that isn't valid UTF-8 can't be a JSON string as it is (Python
+        holds it with lone surrogates, which strict parsers reject). Then ``path`` shows the bad
+        bytes as U+FFFD, for display, and ``path_bytes`` is the exact name, base64-encoded.
+
+        >>> entry = Change(ChangeKind.ADDED, os.fsdecode(b"/s/\\xff.py"), Source.EVENTS).to_json()
+        >>> entry["path"], entry["path_bytes"]
+        ('/s/\ufffd.py', 'L3Mv/y5weQ==')
+        """
+        entry = {"change": self.kind.value, "path": self.path, "source": self.source.value}
+        try:
+            self.path.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(self.path)
+            entry["path"] = raw.decode("utf-8", "replace")
+            entry["path_bytes"] = base64.b64encode(raw).decode("ascii")
+        return entry

@@ -49,6 +49,9 @@ DEFAULT_IGNORE_GLOBS: tuple[str, ...] = (
     "*.kate-swp", ".goutputstream-*", "*.tmp", "4913", ".DS_Store",
     # coverage data written while tests run
     ".coverage", ".coverage.*",
+    # what a running app writes into its own tree: databases, their journals, logs (each
+    # write would restart the app, which writes again)
+    "*.sqlite3", "*.sqlite", "*.db", "*-journal", "*-wal", "*-shm", "*.log",
 )  # fmt: skip
 """File name globs never reported."""
 

@@ -104,25 +104,62 @@ def _fuse_unavailable() -> str | None:
     return None
 
 
-class FuseMount:
-    """bindfs serving ``backing`` at ``mount``, run in the foreground as our own child."""
+SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/lib/sftp-server", "/usr/libexec/sftp-server")
 
-    def __init__(self, backing: Path, mount: Path) -> None:
+
+def _sftp_server() -> str | None:
+    return next((p for p in SFTP_SERVERS if os.access(p, os.X_OK)), None)
+
+
+class FuseMount:
+    """bindfs serving ``backing`` at ``mount``, run in the foreground as our own child.
+
+    With ``daemon="sshfs"``, a real sshfs mount of ``backing`` instead, without a network or an
+    ssh server: sshfs's "ssh command" is a script that starts the local sftp-server. Unlike
+    bindfs, sshfs numbers the inodes itself, anew on each mount, as it does with a real server.
+    """
+
+    def __init__(self, backing: Path, mount: Path, daemon: str = "bindfs") -> None:
         self.backing = backing
         self.mount = mount
+        self.daemon = daemon
         self.process: subprocess.Popen[bytes] | None = None
+        self._server_pid_file = backing.parent / "sftp-server.pid"
+
+    @property
+    def server_pid(self) -> int:
+        """The sftp server's PID (sshfs only): it exits when sshfs closes its end."""
+        return int(self._server_pid_file.read_text())
+
+    def _command(self) -> list[str]:
+        no_cache = "attr_timeout=0,entry_timeout=0,negative_timeout=0"
+        if self.daemon == "sshfs":
+            fake_ssh = self.backing.parent / "fake-ssh"
+            # sshfs double-forks its ssh command: the script says which PID the server is.
+            script = f"#!/bin/sh\necho $$ > {self._server_pid_file}\nexec {_sftp_server()}\n"
+            fake_ssh.write_text(script)
+            fake_ssh.chmod(0o755)
+            return [
+                "sshfs",
+                "-f",
+                "-o",
+                f"ssh_command={fake_ssh},dir_cache=no,{no_cache}",
+                f"localhost:{self.backing}",
+                str(self.mount),
+            ]
+        return [
+            "bindfs",
+            "-f",  # foreground: the daemon is our child, so we can kill and reap it
+            "--multithreaded",
+            "-o",
+            f"{no_cache},subtype=bindfs",
+            str(self.backing),
+            str(self.mount),
+        ]
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [
-                "bindfs",
-                "-f",  # foreground: the daemon is our child, so we can kill and reap it
-                "--multithreaded",
-                "-o",
-                "attr_timeout=0,entry_timeout=0,negative_timeout=0,subtype=bindfs",
-                str(self.backing),
-                str(self.mount),
-            ],
+            self._command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -132,7 +169,7 @@ class FuseMount:
         def up() -> bool:
             if process.poll() is not None:
                 err = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"bindfs exited with {process.returncode}: {err.strip()}")
+                pytest.fail(f"{self.daemon} exited with {process.returncode}: {err.strip()}")
             if _mount_fstype(str(self.mount)) is None:
                 return False
             try:
@@ -178,10 +215,7 @@ class FuseMount:
         self.start()
 
 
-@pytest.fixture
-def fuse_mount(tmp_path: Path) -> Iterator[FuseMount]:
-    """A live FUSE passthrough: ``.backing`` (change it directly) served at ``.mount``."""
-    why = _fuse_unavailable()
+def _mounted(tmp_path: Path, daemon: str, why: str | None) -> Iterator[FuseMount]:
     if why is not None:
         if IN_CI:
             pytest.fail(f"CI=true but FUSE mounts are unavailable: {why}")
@@ -190,7 +224,7 @@ def fuse_mount(tmp_path: Path) -> Iterator[FuseMount]:
     mount = tmp_path / "mount"
     backing.mkdir()
     mount.mkdir()
-    fm = FuseMount(backing.resolve(), mount.resolve())
+    fm = FuseMount(backing.resolve(), mount.resolve(), daemon)
     fm.start()
     try:
         yield fm
@@ -198,7 +232,24 @@ def fuse_mount(tmp_path: Path) -> Iterator[FuseMount]:
         fm.unmount()
 
 
+@pytest.fixture
+def fuse_mount(tmp_path: Path) -> Iterator[FuseMount]:
+    """A live FUSE passthrough: ``.backing`` (change it directly) served at ``.mount``."""
+    yield from _mounted(tmp_path, "bindfs", _fuse_unavailable())
+
+
+@pytest.fixture
+def sshfs_mount(tmp_path: Path) -> Iterator[FuseMount]:
+    """A live sshfs mount of ``.backing`` at ``.mount``, its caches off (see :class:`FuseMount`)."""
+    why = _fuse_unavailable()
+    if why is None and shutil.which("sshfs") is None:
+        why = "sshfs is not installed (apt-get install sshfs)"
+    if why is None and _sftp_server() is None:
+        why = "no sftp-server (apt-get install openssh-sftp-server)"
+    yield from _mounted(tmp_path, "sshfs", why)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "fuse_mount" in getattr(item, "fixturenames", ()):
+        if {"fuse_mount", "sshfs_mount"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.fuse)

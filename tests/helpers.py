@@ -82,6 +82,10 @@ def without_dac_override() -> list[str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
+_leftovers: list[CLI] = []
+"""CLIs that :meth:`CLI.stop` could not reap yet."""
+
+
 class CLI:
     """``python -m asyncreload ...`` in a subprocess, its stdout and stderr read line by line.
 
@@ -108,9 +112,9 @@ class CLI:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._cond = threading.Condition()
+        streams = ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))
         self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout)),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr)),
+            threading.Thread(target=self._read, args=stream, daemon=True) for stream in streams
         ]
         for t in self._readers:
             t.start()
@@ -167,20 +171,44 @@ class CLI:
 
         self.wait_line(match, **kw)
 
-    def stop(self, timeout: float = DEADLINE) -> int:
+    def stop(self, timeout: float = DEADLINE) -> int | None:
+        """Stop the process (SIGTERM, then SIGKILL) and its readers; its exit code.
+
+        Never waits without a bound. A process with a thread waiting for a stopped FUSE daemon
+        that had already taken its request can't exit, not even on SIGKILL, until the daemon
+        answers: it is then left to :meth:`reap_leftovers` (None), and so are its pipes, since
+        closing a pipe that a reader thread is still reading waits for that reader.
+        """
         if self.process.poll() is None:
             self.process.terminate()
         try:
-            code = self.process.wait(timeout=timeout)
+            code: int | None = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            code = self.process.wait()
+            try:
+                code = self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _leftovers.append(self)
+                return None
+        self._close(timeout)
+        return code
+
+    def _close(self, timeout: float) -> None:
         for t in self._readers:
             t.join(timeout)
+        if any(t.is_alive() for t in self._readers):
+            return  # a descendant still holds the pipes: they close with it (daemon readers)
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
-        return code
+
+    @staticmethod
+    def reap_leftovers(timeout: float = DEADLINE) -> None:
+        """Wait for the processes :meth:`stop` had to leave (once what held them is gone)."""
+        while _leftovers:
+            cli = _leftovers.pop()
+            cli.process.wait(timeout=timeout)
+            cli._close(timeout)
 
     def __enter__(self) -> CLI:
         return self

@@ -4,6 +4,7 @@ and ways to follow processes by PID without being fooled by PID reuse."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -99,15 +100,45 @@ def child_command(journal: Journal, *flags: str) -> list[str]:
     return [sys.executable, str(script), str(journal.path), *flags]
 
 
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (field 22), to tell it from a reused PID; None if gone."""
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` from the state on (``[0]`` state, ``[1]`` ppid, ``[2]``
+    pgid, ``[11]``/``[12]`` user/system ticks, ``[19]`` start time); None once it is gone. The
+    command name before them may hold spaces and parentheses: they are counted from the last
+    ``)``."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             text = f.read()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return None if fields[0] == "Z" else int(fields[19])
+    return text[text.rindex(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid``, to tell it from a reused PID; None if gone."""
+    fields = proc_stat(pid)
+    return None if fields is None or fields[0] == "Z" else int(fields[19])
+
+
+def parent(pid: int) -> int:
+    """The parent of a running ``pid``."""
+    fields = proc_stat(pid)
+    assert fields is not None, f"process {pid} is gone"
+    return int(fields[1])
+
+
+def is_zombie(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie or reaped)."""
+    fields = proc_stat(pid)
+    return fields is None or fields[0] == "Z"
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid``."""
+    return {
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit() and (fields := proc_stat(int(entry))) and int(fields[1]) == pid
+    }
 
 
 class Tracked:

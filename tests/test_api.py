@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import asyncreload
 import asyncreload.filters
 
@@ -28,3 +31,40 @@ def test_errors_refine_the_builtins() -> None:
         obj = getattr(asyncreload, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, asyncreload.AsyncReloadError)
+
+
+def keywords(fn: Callable[..., object]) -> dict[str, str]:
+    """``fn``'s keyword-only parameters and their annotations, as written."""
+    params = inspect.signature(fn).parameters.items()
+    return {name: str(p.annotation) for name, p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def typed(options: type) -> dict[str, str]:
+    """A TypedDict's keys and their annotations, as written."""
+    return {n: str(getattr(t, "__forward_arg__", t)) for n, t in options.__annotations__.items()}
+
+
+def variadic(fn: Callable[..., object]) -> list[str]:
+    """The annotation of ``fn``'s ``**kwargs``, as written (none: empty)."""
+    params = inspect.signature(fn).parameters.values()
+    return [str(p.annotation) for p in params if p.kind is p.VAR_KEYWORD]
+
+
+def test_the_typed_options_are_exactly_open_watchers_keywords() -> None:
+    # awatch, ProcessRunner and ServeConfig.watcher forward WatcherOptions: a keyword
+    # open_watcher gains must be typed there too (mypy then checks every caller).
+    from asyncreload._watch import WatcherOptions
+
+    assert typed(WatcherOptions) == keywords(asyncreload.open_watcher)
+    for forwarder in (asyncreload.awatch, asyncreload.ProcessRunner):
+        assert variadic(forwarder) == ["Unpack[WatcherOptions]"], forwarder
+
+
+def test_run_process_takes_exactly_the_runners_keywords() -> None:
+    # run_process forwards RunOptions to ProcessRunner: one signature, checked by mypy.
+    from asyncreload._run.runner import RunOptions
+
+    own, run = keywords(asyncreload.ProcessRunner), typed(RunOptions)
+    assert set(run) == set(own) | set(keywords(asyncreload.open_watcher))
+    assert {n: run[n] for n in own} == own
+    assert variadic(asyncreload.run_process) == ["Unpack[RunOptions]"]

@@ -10,23 +10,28 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 
 import asyncreload
-from asyncreload import ChangeKind, PathFilter, Source, _events_inotify, open_watcher
-from asyncreload._events_watchfiles import Layout, layout
-from asyncreload._inotify import WatchLimitError
-from asyncreload._plan import Target
+from asyncreload import ChangeKind, PathFilter, Source, open_watcher
+from asyncreload._types import Backend, Change
+from asyncreload._watch.events import inotify as _events_inotify
+from asyncreload._watch.events.inotify_bindings import WatchLimitError
+from asyncreload._watch.events.watchfiles import Layout, _TargetWatch, layout
+from asyncreload._watch.plan import Target
 
 from .conftest import IN_CI
 from .helpers import CLI, all_of, collect_until, eventually, has, without_dac_override
 
-MAX_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
-MAX_QUEUED = "/proc/sys/fs/inotify/max_queued_events"
+USER_WATCH_LIMIT = "/proc/sys/user/max_inotify_watches"
+"""The inotify watch limit of the current user namespace (Linux 5.11 and later)."""
+LOW_WATCH_LIMIT = 20
 
 
 def test_layout_watches_the_way_down_flat_and_the_rest_recursively(tmp_path: Path) -> None:
@@ -52,60 +57,98 @@ def test_layout_without_anything_to_keep_out_is_one_recursive_watch(tmp_path: Pa
     )
 
 
-def _watches_in_use(uid: int) -> int:
-    """inotify watches held by processes of ``uid`` (what the per-user limit counts)."""
-    count = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-            for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                    count += sum(1 for line in f if line.startswith("inotify wd:"))
-        except OSError:
-            continue
-    return count
+class _ScriptedNotify:
+    """RustNotify's ``watch`` protocol, playing given batches (``(delay, events)``) in order,
+    then idle: a fake for the order in which separate watch threads hand over."""
+
+    def __init__(self, *batches: tuple[float, set[tuple[int, str]]]) -> None:
+        self.batches = list(batches)
+
+    def watch(self, _debounce: int, _step: int, timeout: int, stop: threading.Event) -> object:
+        if self.batches:
+            delay, events = self.batches.pop(0)
+            return "stop" if stop.wait(delay) else events  # stopped, a watch drops what it holds
+        return "stop" if stop.wait(timeout / 1000) else "timeout"
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_watchfiles_hands_on_what_the_tops_watch_holds_when_the_parents_says_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    # `rm -rf project` seen by two watch threads: the parent's hands over "project deleted"
+    # first; the top's, a step later, "app.py deleted". Cancelling the top's watch at once
+    # (as it was) lost app.py's deletion (a CI run saw it with the watchfiles backend).
+    top = str(tmp_path / "project")  # already gone
+    send, receive = anyio.create_memory_object_stream[list[Change]](10)
+    watch = _TargetWatch(Target(top, Backend.EVENTS, "test", root=top), PathFilter(), send)
+    parent = _ScriptedNotify((0.0, {(3, top)}))
+    inside = _ScriptedNotify((0.3, {(3, f"{top}/app.py"), (3, top)}))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            watch._pump_all(tg, [parent, inside])  # type: ignore[list-item]
+            assert await watch._relay_until_broken(tg) == "moved or deleted"
+            tg.cancel_scope.cancel()
+    send.close()
+    with receive:
+        reported = {(c.kind, c.path) async for batch in receive for c in batch}
+    assert (ChangeKind.DELETED, f"{top}/app.py") in reported
 
 
 @pytest.fixture
-def low_watch_limit() -> Iterator[int]:
-    """Lower fs.inotify.max_user_watches to a little above what is in use; restore it after."""
+def low_watch_limit() -> list[str]:
+    """A command prefix that runs a child in a user namespace of its own, whose inotify watch limit
+    is :data:`LOW_WATCH_LIMIT`.
+
+    Since Linux 5.11 the limit is counted per user namespace, and a namespace's own limit (its
+    ``/proc/sys/user/max_inotify_watches``) binds only what runs in it; the watches of the
+    processes outside don't count against it either. The machine-wide
+    ``fs.inotify.max_user_watches`` is never written: as root, writing it even from inside a
+    namespace changes the host's.
+    """
+    prefix = ["unshare", "--user", "--map-root-user", "sh", "-c",
+              f'echo {LOW_WATCH_LIMIT} > {USER_WATCH_LIMIT} && exec "$@"', "sh"]  # fmt: skip
     reason = None
     if not sys.platform.startswith("linux"):
         reason = "inotify is Linux's"
-    elif not os.access(MAX_WATCHES, os.W_OK):
-        reason = f"{MAX_WATCHES} is not writable (needs root outside a read-only /proc)"
+    elif shutil.which("unshare") is None:
+        reason = "unshare(1) is not installed"
+    else:
+        tried = subprocess.run([*prefix, "cat", USER_WATCH_LIMIT], capture_output=True, text=True)
+        if tried.stdout.strip() != str(LOW_WATCH_LIMIT):
+            reason = f"can't lower the watch limit in a user namespace: {tried.stderr.strip()}"
     if reason:
         if IN_CI:
             pytest.fail(f"CI=true but the inotify limit test can't run: {reason}")
         pytest.skip(reason)
-    with open(MAX_WATCHES) as f:
-        before = int(f.read())
-    low = _watches_in_use(os.geteuid()) + 20
-    with open(MAX_WATCHES, "w") as f:
-        f.write(str(low))
-    try:
-        yield low
-    finally:
-        with open(MAX_WATCHES, "w") as f:
-            f.write(str(before))
+    return prefix
 
 
 def test_watch_limit_falls_back_to_polling_with_one_warning(
-    tmp_path: Path, events_backend: str, low_watch_limit: int
+    tmp_path: Path, events_backend: str, low_watch_limit: list[str]
 ) -> None:
     big = tmp_path / "big"
     for i in range(200):  # each directory takes one watch: well over the limit
         (big / f"d{i}").mkdir(parents=True)
-    explained = subprocess.run(
-        [sys.executable, "-m", "asyncreload", "explain", "--json", str(big)],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    plan = json.loads(explained.stdout)["targets"]
+
+    def explain(*options: str) -> list[dict[str, str]]:
+        explained = subprocess.run(
+            [*low_watch_limit, sys.executable, "-m", "asyncreload", "explain", "--json",
+             *options, str(big)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return json.loads(explained.stdout)["targets"]  # type: ignore[no-any-return]
+
+    plan = explain()
     assert [(t["path"], t["backend"]) for t in plan] == [(str(big), "stat")]
     assert "fs.inotify.max_user_watches" in plan[0]["reason"]
+    # What watch would leave out takes no watches: explain takes the same filter options.
+    assert [t["backend"] for t in explain("--exclude", "d1*")] == ["stat"]
+    assert [t["backend"] for t in explain("--exclude", "d*")] == ["events"]
 
-    with CLI("watch", "--json", "--poll-interval", "0.05", str(big)) as cli:
+    with CLI("watch", "--json", "--poll-interval", "0.05", str(big), prefix=low_watch_limit) as cli:
         line = cli.wait_line(lambda s: "inotify watch limit" in s, stream="stderr")
         assert "sysctl fs.inotify.max_user_watches=" in line
         assert "polling it instead" in line
@@ -120,7 +163,8 @@ def test_watch_limit_falls_back_to_polling_with_one_warning(
 
 
 def _inotify_watches() -> set[tuple[int, int]]:
-    """(st_dev, st_ino) of every directory this process holds an inotify watch on."""
+    """(st_dev, st_ino) of every directory this process holds an inotify watch on for its
+    entries; not the watch on a root's parent that only waits for the root's deletion."""
     watched = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -132,6 +176,8 @@ def _inotify_watches() -> set[tuple[int, int]]:
             continue
         for line in lines:
             fields = dict(kv.split(":", 1) for kv in line.split()[1:] if ":" in kv)
+            if not int(fields["mask"], 16) & 0x100:  # IN_CREATE: only a root's parent lacks it
+                continue
             sdev = int(fields["sdev"], 16)  # the kernel's dev_t: major << 20 | minor
             watched.add((os.makedev(sdev >> 20, sdev & 0xFFFFF), int(fields["ino"], 16)))
     return watched
@@ -156,6 +202,92 @@ async def test_added_modified_touched_deleted_come_from_events(
         await collect_until(changes, has(app, ChangeKind.MODIFIED, Source.EVENTS))
         app.unlink()
         await collect_until(changes, has(app, ChangeKind.DELETED, Source.EVENTS))
+
+
+@pytest.fixture(params=["inotify", "watchfiles", "stat"])
+def every_source(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each event backend, and the stat poller."""
+    source = str(request.param)
+    if source == "inotify" and not sys.platform.startswith("linux"):
+        pytest.skip("the native inotify backend is Linux's")
+    if source == "stat":
+        monkeypatch.setenv("ASYNCRELOAD_FORCE_POLLING", "1")
+        monkeypatch.setenv("ASYNCRELOAD_POLL_INTERVAL", "0.05")
+    else:
+        monkeypatch.setenv("ASYNCRELOAD_EVENTS_BACKEND", source)
+    return source
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("save", ["os.replace", "sed -i"])
+async def test_an_atomic_save_is_a_modification_and_its_temporary_file_is_nothing(
+    tmp_path: Path, every_source: str, save: str
+) -> None:
+    code, sentinel = tmp_path / "code.py", tmp_path / "sentinel.py"
+    code.write_text("a = 1\n")
+    async with open_watcher(tmp_path) as changes:
+        for version in (2, 3):  # twice: the second replaces the inode the first brought
+            if save == "os.replace":
+                (tmp_path / ".code.py.new").write_text(f"a = {version}\n")
+                os.replace(tmp_path / ".code.py.new", code)
+            else:  # writes a temporary file next to it and renames it over the file
+                subprocess.run(["sed", "-i", f"s/= .*/= {version}/", str(code)], check=True)
+            seen = await collect_until(changes, has(code))
+            # What a source reports comes in order: once a file written after the save is
+            # reported, anything more about the save would have been too.
+            sentinel.write_text(str(version))
+            seen += await collect_until(changes, has(sentinel))
+            assert [c.kind for c in seen if c.path == str(code)] == [ChangeKind.MODIFIED]
+            assert {c.path for c in seen} == {str(code), str(sentinel)}, seen
+
+
+@pytest.mark.anyio
+async def test_no_file_is_lost_while_new_directories_appear_at_a_flat_level(
+    tmp_path: Path, events_backend: str
+) -> None:
+    # .git makes the root a flat level for watchfiles' backend: each new directory there makes
+    # it lay its watches again, which used to lose what was written meanwhile.
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "src").mkdir()
+    written = []
+
+    def write() -> None:
+        for i in range(400):
+            if i % 40 == 0:
+                (tmp_path / f"new{i}").mkdir()
+            path = tmp_path / ("src" if i % 2 else f"new{i - i % 40}") / f"f{i}.py"
+            path.write_text("x")
+            written.append(str(path))
+            time.sleep(0.001)  # one file a millisecond, as an editor, a build or a checkout
+
+    async with open_watcher(tmp_path) as changes, anyio.create_task_group() as tg:
+        tg.start_soon(partial(anyio.to_thread.run_sync, write))
+        await collect_until(
+            changes, lambda seen: len(written) == 400 and set(written) <= {c.path for c in seen}
+        )
+
+
+@pytest.mark.anyio
+async def test_a_symlinked_directory_that_appears_is_followed(
+    tmp_path: Path, events_backend: str
+) -> None:
+    tree = tmp_path / "tree"
+    (tree / ".git").mkdir(parents=True)  # a flat level for watchfiles' backend, too
+    (tree / "src").mkdir()
+    async with open_watcher(tree) as changes:
+        for link in (tree / "shared", tree / "src" / "shared"):  # at a flat level, and below
+            # A directory of its own for each link: one real directory is walked once per
+            # target, through the first path found (the walk rule), so a second link to the
+            # same one would not report its files again.
+            shared = tmp_path / f"shared-{link.parent.name}"
+            (shared / "lib").mkdir(parents=True)
+            link.symlink_to(shared)
+            await collect_until(changes, has(link, ChangeKind.ADDED, Source.EVENTS))
+            (shared / "lib" / f"{link.parent.name}.py").write_text("x")
+            await collect_until(
+                changes,
+                has(link / "lib" / f"{link.parent.name}.py", ChangeKind.ADDED, Source.EVENTS),
+            )
 
 
 # --- The native backend's own behaviour --------------------------------------------------------
@@ -296,17 +428,28 @@ async def test_symlinked_directories_are_followed_and_a_loop_is_walked_once(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("held", [False, True], ids=["free", "a-cwd-in-it"])
 async def test_a_watched_root_that_is_deleted_is_polled_until_it_is_back(
-    tmp_path: Path, native_events: None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    events_backend: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    held: bool,
 ) -> None:
+    # A process whose cwd is the root (ours here; the user's shell, or `watch` with no path)
+    # keeps the kernel from saying IN_DELETE_SELF on the root's own watch until it leaves.
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
+    if held:
+        monkeypatch.chdir(root)
     async with open_watcher(root, poll_interval=0.05) as changes:
         shutil.rmtree(root)
         await collect_until(changes, has(root, ChangeKind.DELETED, Source.EVENTS))
         (root / "sub").mkdir(parents=True)
-        (root / "sub" / "back.py").write_text("x")
+        (root / "sub" / "back.py").write_text("x")  # there when it comes back
         await collect_until(changes, has(root / "sub" / "back.py", ChangeKind.ADDED, Source.STAT))
+        (root / "later.py").write_text("x")  # made in it once it is back
+        await collect_until(changes, has(root / "later.py", ChangeKind.ADDED, Source.STAT))
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         f"{root}: moved or deleted; polling it instead"
     ]
@@ -335,35 +478,25 @@ async def test_an_idle_watcher_does_no_work(tmp_path: Path, native_events: None)
     assert after - before < 20
 
 
-@contextlib.contextmanager
-def max_queued_events(value: int) -> Iterator[None]:
-    """fs.inotify.max_queued_events lowered for the instances created meanwhile (it is read when
-    an instance is created): set for as short a time as possible, since it is machine-wide."""
-    if not os.access(MAX_QUEUED, os.W_OK):
-        if IN_CI:
-            pytest.fail(f"CI=true but {MAX_QUEUED} is not writable")
-        pytest.skip(f"{MAX_QUEUED} is not writable (needs root outside a read-only /proc)")
-    with open(MAX_QUEUED) as f:
-        before = f.read()
-    with open(MAX_QUEUED, "w") as f:
-        f.write(str(value))
-    try:
-        yield
-    finally:
-        with open(MAX_QUEUED, "w") as f:
-            f.write(before)
+def _max_queued_events() -> int:
+    with open("/proc/sys/fs/inotify/max_queued_events") as f:
+        return int(f.read())
 
 
 @pytest.mark.anyio
 async def test_a_queue_overflow_reports_the_target_and_watches_what_came_meanwhile(
     tmp_path: Path, native_events: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with contextlib.AsyncExitStack() as stack:
-        with max_queued_events(16):
-            changes = await stack.enter_async_context(open_watcher(tmp_path))
-        # Written without yielding to the event loop, so nothing drains the queue meanwhile: it
-        # overflows, and the creation of late/deep is among the events lost.
-        for i in range(100):
+    # The queue's limit (fs.inotify.max_queued_events) is machine-wide, and no namespace has one
+    # of its own: it is left as it is, and overflowed by writing more files than it holds.
+    limit = _max_queued_events()
+    if limit > 100_000:
+        pytest.skip(f"fs.inotify.max_queued_events is {limit}: too many files to overflow it")
+    async with open_watcher(tmp_path) as changes:
+        # Written without yielding to the event loop, so nothing drains the queue meanwhile: each
+        # file raises two events (created, written), and the creation of late/deep is among the
+        # events lost.
+        for i in range(limit // 2 + 100):
             (tmp_path / f"f{i}.py").write_text("x")
         (tmp_path / "late" / "deep").mkdir(parents=True)
         await collect_until(changes, has(tmp_path, ChangeKind.MODIFIED, Source.EVENTS))

@@ -16,6 +16,8 @@ from asyncreload import PathFilter
         ".hypothesis/examples/x", ".idea/workspace.xml", ".vscode/settings.json",
         "src/.app.py.swp", "src/.app.py.swx", "src/app.py~", "src/.#app.py", "src/#app.py#",
         "src/app.py___jb_tmp___", "src/4913", ".coverage", ".coverage.host.123", ".DS_Store",
+        "db.sqlite3", "data/app.sqlite", "app.db", "db.sqlite3-journal", "app.db-wal",
+        "app.db-shm", "app.log", "logs/server.log",
     ],
 )  # fmt: skip
 def test_default_ignores(path: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncreload._inotify import (
+from asyncreload._watch.events.inotify_bindings import (
     IN_CREATE,
     IN_DELETE_SELF,
     IN_IGNORED,

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncreload import Change, ChangeKind, Source
-from asyncreload._merge import BURST_DEBOUNCE, ChangeBatch, ChangeStream, Pending, merge
+from asyncreload._watch.merge import (
+    BURST_DEBOUNCE,
+    ChangeBatch,
+    ChangeStream,
+    Pending,
+    StreamStatistics,
+    merge,
+)
 
 A, M, D = ChangeKind.ADDED, ChangeKind.MODIFIED, ChangeKind.DELETED
 EV, ST = Source.EVENTS, Source.STAT
@@ -152,3 +159,22 @@ async def test_the_stream_waits_for_quiet_before_handing_out() -> None:
         assert anyio.current_time() - t0 >= 0.3 - 0.01  # not before the quiet period
         assert [c.path for c in batch] == ["/a", "/b"]
         await send.aclose()
+
+
+def test_take_nowait_hands_out_only_a_due_batch_and_statistics_say_what_waits() -> None:
+    now = [100.0]
+    stream = ChangeStream(debounce=0.5, max_wait=5, clock=lambda: now[0])
+    assert stream.take_nowait() == ()
+    assert stream.statistics() == StreamStatistics(pending=0, due_in=None, closed=False)
+    stream._feed([Change(M, "/a", EV), Change(M, "/b", EV)])
+    now[0] += 0.2
+    assert stream.take_nowait() == ()  # not due: 0.3 s of quiet still to come
+    stats = stream.statistics()
+    assert (stats.pending, round(stats.due_in or 0, 6), stats.closed) == (2, 0.3, False)
+    now[0] += 0.3
+    assert [c.path for c in stream.take_nowait()] == ["/a", "/b"]
+    assert stream.take_nowait() == ()
+    stream._feed([Change(M, "/c", EV)])
+    stream._close()  # the sources have stopped: what is left is handed out at once
+    assert stream.statistics().closed
+    assert [c.path for c in stream.take_nowait()] == ["/c"]

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from asyncreload._mounts import Mount, parse_mountinfo, poll_reason, read_mounts, unescape
-from asyncreload._plan import plan
 from asyncreload._types import Backend
+from asyncreload._watch.mounts import (
+    Mount,
+    cache_delay,
+    parse_mountinfo,
+    poll_reason,
+    read_mounts,
+    unescape,
+)
+from asyncreload._watch.plan import plan
 
 # Lines as the kernel writes them, from the machines named.
 DEBIAN_VM = """\
@@ -197,3 +204,49 @@ def test_the_fuse_mount_itself_as_root_and_a_sibling_prefix() -> None:
     # "/tmp/x/M2" shares a prefix with the mount "/tmp/x/M" but is not inside it.
     targets = plan(["/tmp/x/M", "/tmp/x/M2"], parse_mountinfo(DEBIAN_VM))
     assert _backends(targets) == {"/tmp/x/M": Backend.STAT, "/tmp/x/M2": Backend.EVENTS}
+
+
+CACHED = """\
+112 29 0:58 / /home/ann/remote rw,nosuid,nodev,relatime shared:62 - fuse.sshfs ann@build:/srv rw,user_id=1000,group_id=1000
+113 29 0:59 / /mnt/b rw,relatime - fuse.bindfs /srv/b rw,user_id=0,group_id=0,default_permissions
+114 29 0:60 / /mnt/gd rw,relatime - fuse.rclone gdrive: rw,user_id=0,group_id=0
+130 29 0:63 / /net/home rw,relatime shared:80 - nfs4 fs1:/export/home rw,vers=4.2,rsize=1048576,hard,proto=tcp
+131 29 0:64 / /net/fast rw,relatime - nfs fs2:/x rw,vers=3,acregmin=0,acregmax=0,acdirmin=0,acdirmax=0,hard
+132 29 0:65 / /net/noac rw,relatime - nfs4 fs2:/y rw,sync,vers=4.2,noac,hard
+133 29 0:66 / /net/tuned rw,relatime - nfs4 fs2:/z rw,vers=4.2,acregmin=10,acregmax=20,acdirmin=5,acdirmax=20
+140 29 0:70 / /mnt/smb rw,relatime - cifs //nas/share rw,vers=3.1.1,cache=strict,actimeo=1
+141 29 0:71 / /mnt/smb0 rw,relatime - cifs //nas/share rw,vers=3.1.1,cache=strict,actimeo=0
+142 29 0:72 / /mnt/smb5 rw,relatime - smb3 //nas/s rw,vers=3.1.1,acdirmax=30,acregmax=5
+150 29 0:73 / /data rw,relatime - ext4 /dev/sdb1 rw
+"""  # noqa: E501
+
+
+def test_the_caches_that_delay_what_stat_sees() -> None:
+    delay = {m.mount_point: cache_delay(m) for m in parse_mountinfo(CACHED)}
+    sshfs = delay["/home/ann/remote"]
+    assert sshfs is not None and "20 s by default" in sshfs and "-o dir_cache=no" in sshfs
+    bindfs = delay["/mnt/b"]
+    assert bindfs is not None and "up to 1 s late" in bindfs
+    assert "-o attr_timeout=0,entry_timeout=0" in bindfs
+    rclone = delay["/mnt/gd"]
+    assert rclone is not None and "--dir-cache-time" in rclone
+    nfs = delay["/net/home"]  # the kernel shows the defaults by leaving them out
+    assert nfs is not None and "3-60 s late" in nfs and "noac (or actimeo=0)" in nfs
+    assert "new and deleted files 30-60 s" in nfs
+    assert delay["/net/fast"] is None and delay["/net/noac"] is None
+    tuned = delay["/net/tuned"]
+    assert tuned is not None and "10-20 s late" in tuned and "5-20 s" in tuned
+    assert delay["/mnt/smb"] == (
+        "SMB caches attributes for 1 s (actimeo=1): a change made elsewhere shows up to that "
+        "late; mount with actimeo=0 to see it at once"
+    )
+    assert delay["/mnt/smb0"] is None
+    smb5 = delay["/mnt/smb5"]
+    assert smb5 is not None and "for 30 s" in smb5
+    assert delay["/data"] is None
+
+
+def test_the_super_options_are_parsed() -> None:
+    mount = parse_mountinfo(UBUNTU_DESKTOP)[3]
+    assert mount.options == "rw,vers=4.2,rsize=1048576,hard,proto=tcp"
+    assert parse_mountinfo("27 1 254:0 / / rw - ext4 /dev/vda")[0].options == ""

@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+import asyncreload
 from asyncreload import (
+    CommandError,
     CommandNotExecutableError,
     CommandNotFoundError,
     ManagedProcess,
     open_managed_process,
 )
-from asyncreload._guard import descendants, parse_stat
-from asyncreload._process import describe_returncode, returncode_to_status
+from asyncreload._run.guard_program import descendants, parse_stat
+from asyncreload._run.process import describe_returncode, returncode_to_status
 
 from .helpers import DEADLINE, eventually
-from .processes import Journal, Tracked, child_command, start_time
+from .processes import Journal, Tracked, child_command, parent, start_time
 
 pytestmark = pytest.mark.anyio
 
@@ -149,9 +154,23 @@ async def test_leaving_the_context_stops_everything_and_the_guard(journal: Journ
         await proc.start(child_command(journal, "grandchildren", "ignore-term"))
         start = await journal.wait_starts(1)
         tracked = Tracked([start["pid"], *start["spawned"]])
-        guard = _guard_of(start["pid"])
+        guard = parent(start["pid"])
     assert tracked.alive() == []
     assert start_time(guard) is None
+
+
+async def test_if_the_guard_is_killed_its_keeper_stops_everything_it_held(
+    journal: Journal,
+) -> None:
+    async with open_managed_process(grace=0.5) as proc:
+        await proc.start(child_command(journal, "grandchildren"))
+        start = await journal.wait_starts(1)
+        # the command, and what it started: in its group, setsid()'d, double-forked
+        tracked = Tracked([start["pid"], *start["spawned"]])
+        os.kill(parent(start["pid"]), signal.SIGKILL)
+        await eventually(lambda: not tracked.alive(), what="everything to be gone")
+        with pytest.raises(CommandError, match=r"^the guard process exited unexpectedly$"):
+            await proc.wait()
 
 
 async def test_cancellation_stops_the_command_gracefully(journal: Journal) -> None:
@@ -177,7 +196,9 @@ async def test_kill_cuts_the_grace_period_short(journal: Journal) -> None:
 
         began = time.monotonic()
         tg.start_soon(stop)
-        await anyio.sleep(0.2)  # let the stop begin: the kill request only acts during one
+        # The kill request only acts during a stop: once stop() has sent its request and waits
+        # for the reply (the guard reads the two in order), not after a guessed delay.
+        await anyio.wait_all_tasks_blocked()
         await proc.kill()
         await eventually(lambda: result, what="the stop to end")
     assert time.monotonic() - began < 10
@@ -198,6 +219,17 @@ async def test_command_not_found_and_not_executable(tmp_path: Path) -> None:
         assert await proc.wait() == 0
 
 
+async def test_a_working_directory_that_is_gone_is_not_a_command_not_found(
+    tmp_path: Path,
+) -> None:
+    gone = tmp_path / "gone"
+    async with open_managed_process() as proc:
+        with pytest.raises(CommandError) as caught:
+            await proc.start(["true"], cwd=gone)
+    assert not isinstance(caught.value, CommandNotFoundError)
+    assert str(caught.value) == f"can't start true in {gone}: no such file or directory"
+
+
 async def test_stop_with_nothing_running_returns_at_once() -> None:
     async with open_managed_process() as proc:
         result = await proc.stop()
@@ -206,6 +238,27 @@ async def test_stop_with_nothing_running_returns_at_once() -> None:
         assert isinstance(proc, ManagedProcess)
 
 
-def _guard_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return parse_stat(f.read())[1]
+def test_the_guard_starts_from_a_zipped_install(tmp_path: Path) -> None:
+    # The guard ran as `python -I <package dir>/guard_program.py`: from a zip that path isn't a
+    # file, and every command failed with "the guard process exited unexpectedly".
+    package = Path(asyncreload.__file__).parent
+    archive = tmp_path / "site.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in package.rglob("*.py"):
+            z.write(path, Path("asyncreload") / path.relative_to(package))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import anyio, asyncreload\n"
+        "assert asyncreload.__file__.startswith(sys.argv[1]), asyncreload.__file__\n"
+        "async def main():\n"
+        "    async with asyncreload.open_managed_process() as proc:\n"
+        "        await proc.start([sys.executable, '-c', 'print(\"ran\")'])\n"
+        "        print('returncode', await proc.wait())\n"
+        "anyio.run(main)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(archive)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ran", "returncode", "0"]

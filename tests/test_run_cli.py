@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -19,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from asyncreload._guard import descendants, parse_stat
+from asyncreload._run.guard_program import descendants
 
 from .conftest import wait_for
 from .helpers import CLI
-from .processes import Journal, Tracked, child_command
+from .processes import Journal, Tracked, child_command, parent
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -70,20 +71,52 @@ def test_after_kill_9_of_asyncreload_no_descendant_survives(
         wait_for(lambda: not tracked.alive(), timeout=10, what="every descendant to be gone")
 
 
-def test_if_the_guard_is_killed_asyncreload_kills_the_command_and_says_so(
+# A daemon: setsid() and a double fork (its parent exits), re-parented to the guard.
+DAEMON = "setsid sh -c 'sleep 1003 & exit' && exec sleep 1000"
+
+
+@pytest.mark.parametrize("victim", ["guard", "keeper"])
+@pytest.mark.usefixtures("backend")
+def test_if_the_guard_or_its_keeper_is_killed_nothing_survives_and_it_is_said_once(
+    watched: Path, tmp_path: Path, victim: str
+) -> None:
+    with CLI("run", "-w", str(watched), "--", "sh", "-c", DAEMON, cwd=tmp_path) as cli:
+
+        def running(argv: bytes) -> list[int]:
+            return [p for p in descendants(cli.process.pid) if _cmdline(p) == argv]
+
+        wait_for(lambda: running(b"sleep\x001000\x00") and running(b"sleep\x001003\x00"),
+                 what="the command and its daemon")  # fmt: skip
+        (command,), (daemon,) = running(b"sleep\x001000\x00"), running(b"sleep\x001003\x00")
+        guard = parent(command)
+        assert parent(daemon) == guard  # re-parented to the guard, the nearest subreaper
+        target = guard if victim == "guard" else parent(guard)
+        assert b"guard_program.py" in _cmdline(target)
+        tracked = Tracked(descendants(cli.process.pid))
+        killed = time.monotonic()
+        os.kill(target, signal.SIGKILL)
+        wait_for(lambda: daemon not in tracked.alive(), what="the daemon to be gone")
+        gone = time.monotonic() - killed
+        assert cli.process.wait(timeout=30) == 1
+        assert tracked.alive() == []  # gone before asyncreload exits
+    print(f"kill -9 of the {victim} -> daemon gone in {gone * 1000:.0f} ms", end=" ")
+    errors = [line for line in cli.stderr if "error" in line or "unexpected" in line]
+    assert errors == ["asyncreload: error: the guard process exited unexpectedly"], cli.stderr
+
+
+@pytest.mark.usefixtures("backend")
+def test_a_guard_killed_while_no_command_runs_ends_asyncreload_at_once(
     watched: Path, tmp_path: Path
 ) -> None:
-    with CLI("run", "-w", str(watched), "--", "sleep", "1000", cwd=tmp_path) as cli:
-        # Until the command has exec'd, its forked process reads as a second guard.
-        def started() -> bool:
-            return any(_cmdline(p).startswith(b"sleep\0") for p in descendants(cli.process.pid))
-
-        wait_for(started, what="the command to start")
-        (guard,) = [p for p in descendants(cli.process.pid) if b"_guard.py" in _cmdline(p)]
-        tracked = Tracked(descendants(cli.process.pid))
+    with CLI("run", "-w", str(watched), "--", "true", cwd=tmp_path) as cli:
+        cli.wait_line(lambda s: "command exited with code 0" in s, stream="stderr")
+        (guard,) = [
+            p
+            for p in descendants(cli.process.pid)
+            if b"guard_program.py" in _cmdline(p) and parent(p) != cli.process.pid
+        ]
         os.kill(guard, signal.SIGKILL)
-        assert cli.process.wait(timeout=30) == 1
-        wait_for(lambda: not tracked.alive(), what="the command to be gone")
+        assert cli.process.wait(timeout=30) == 1  # not at the next change
     assert cli.stderr[-1] == "asyncreload: error: the guard process exited unexpectedly"
 
 
@@ -136,6 +169,59 @@ def test_a_command_that_outlives_the_grace_period_is_killed_and_the_log_says_so(
     )
 
 
+@pytest.mark.usefixtures("backend")
+def test_when_only_a_process_the_command_started_needs_sigkill_the_warning_names_it(
+    watched: Path, tmp_path: Path
+) -> None:
+    # The command stops on SIGTERM; a process it started in a session of its own ignores it.
+    stray = "setsid sh -c 'trap \"\" TERM; exec sleep 1001' & exec sleep 1000"
+    with CLI("run", "--grace", "0.5", "-w", str(watched), "--", "sh", "-c", stray) as cli:
+
+        def stray_pid() -> int | None:
+            found = [p for p in descendants(cli.process.pid) if _cmdline(p) == b"sleep\x001001\x00"]
+            return found[0] if found else None
+
+        pid = wait_for(stray_pid, what="the stray process to start")
+        cli.process.send_signal(signal.SIGINT)
+        assert cli.process.wait(timeout=30) == 128 + signal.SIGTERM  # the command's status
+        line = cli.wait_line(lambda s: "SIGKILL" in s, stream="stderr")
+    assert line == (
+        f"asyncreload: warning: a process the command started, sleep (pid {pid}), was still "
+        "running 0.5 s after SIGTERM: killed it with SIGKILL"
+    )
+
+
+@pytest.mark.usefixtures("backend")
+def test_when_its_directory_is_removed_run_keeps_running_and_starts_again_once_it_is_back(
+    journal: Journal, watched: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    with CLI("run", "-w", str(watched), "--", *child_command(journal), cwd=project) as cli:
+        assert starts(journal, 1)["cwd"] == str(project)
+        shutil.rmtree(project)
+        (watched / "a.py").write_text("x")
+        cli.wait_line(lambda s: "is gone" in s, stream="stderr")
+        (watched / "b.py").write_text("x")  # while it is gone: no second line, and not lost
+        project.mkdir()
+        second = starts(journal, 2)
+
+        def changed() -> set[str]:
+            return {c["path"] for start in journal.starts()[1:] for c in start["changes"]}
+
+        wait_for(lambda: str(watched / "b.py") in changed(), what="b.py in a start's changes")
+        assert cli.process.poll() is None  # still running
+    assert second["cwd"] == str(project)  # the directory by that name, made again
+    assert second["restart"] == 1  # the quiet looks while it was gone started nothing
+    assert str(watched / "a.py") in changed()
+    assert [s for s in cli.stderr if "gone" in s or "back" in s] == [
+        f"asyncreload: warning: can't start the command: {project} is gone; "
+        "starting it once it is back",
+        f"asyncreload: {project} is back: started the command again",
+    ]
+    assert not [s for s in cli.stderr if "Traceback" in s]
+
+
 def test_sigterm_exits_with_128_plus_the_signal_that_ended_the_command(
     watched: Path, tmp_path: Path
 ) -> None:
@@ -174,6 +260,31 @@ def test_shell_and_clear(tmp_path: Path) -> None:
     done = run("run", "--on-exit=exit", "--shell", "--clear", "--", "echo a | tr a b", cwd=tmp_path)
     assert done.returncode == 0
     assert done.stdout == "\x1b[H\x1b[2J\x1b[3Jb\n"
+
+
+@pytest.mark.parametrize(
+    ("words", "printed"),
+    [
+        (["printf '[%s]\\n' 'a b'"], "[a b]\n"),  # one word: the script
+        (["printf", "[%s]\\n", "a b"], "[a]n[b]n"),  # several: one script, joined with spaces
+        (["echo", "$ASYNCRELOAD_RESTART", "&&", "echo", "b"], "0\nb\n"),  # each keeps its syntax
+    ],
+)
+def test_with_shell_the_log_line_says_what_runs(
+    words: list[str], printed: str, tmp_path: Path
+) -> None:
+    done = run("run", "--on-exit=exit", "--shell", "--", *words, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == printed
+    line = next(s for s in done.stderr.splitlines() if "; running " in s)
+    logged = shlex.split(line.split("; running ", 1)[1])
+    assert logged[:2] == ["/bin/sh", "-c"]
+    # the command line from the log, run as it is, does what asyncreload's command did
+    again = subprocess.run(
+        logged, capture_output=True, text=True, cwd=tmp_path, timeout=30,
+        env={**os.environ, "ASYNCRELOAD_RESTART": "0"},
+    )  # fmt: skip
+    assert again.stdout == printed
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -237,7 +348,10 @@ def test_pyproject_configures_run_and_the_command_line_wins(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ("grace = 'soon'", "grace: expected a non-negative number"),
+        ("grace = 'soon'", "grace: expected a number"),
+        ("grace = nan", "grace: must be a non-negative number of seconds, not nan"),
+        ("debounce = -5", "debounce: must be a non-negative number of milliseconds, not -5"),
+        ("max-wait = inf", "max-wait: must be a positive number of milliseconds, not inf"),
         ("on_exit = 'later'", 'on_exit: expected "wait", "restart" or "exit"'),
         ("watcher = ['src']", "unknown key 'watcher'"),
         ("signal = 'NOPE'", "unknown signal"),
@@ -249,6 +363,26 @@ def test_bad_configuration_is_a_usage_error(table: str, message: str, tmp_path: 
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("document", ["tool = 3", "[[tool]]\nx = 1", "[tool.black]\nx ="])
+def test_an_unreadable_pyproject_stops_run_only_when_it_is_needed(
+    document: str, tmp_path: Path
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(document + "\n")
+    done = run("run", cwd=tmp_path)  # the command would come from the file: it must be read
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"asyncreload: error: {tmp_path / 'pyproject.toml'}: can't read")
+    assert len(done.stderr.strip().splitlines()) == 1
+    # The command line says everything: one warning, and the command runs.
+    done = run("run", "--on-exit", "exit", "--", "sh", "-c", "exit 9", cwd=tmp_path)
+    assert done.returncode == 9, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        f"asyncreload: warning: {tmp_path / 'pyproject.toml'}: can't read it "
+        f"({warnings[0].split('(', 1)[1].rsplit(')', 1)[0]}); ignored"
+    ]
+    assert "Traceback" not in done.stderr
 
 
 # -- the terminal --------------------------------------------------------------------------------
@@ -306,10 +440,9 @@ class Terminal:
 
 
 def asyncreload_and_guard(guard: int) -> list[int]:
-    """asyncreload's PID (the guard's parent) and the guard's, from the guard's PID."""
-    with open(f"/proc/{guard}/stat") as f:
-        _, runner, _ = parse_stat(f.read())
-    return [runner, guard]
+    """asyncreload's PID, the keeper's (the guard's parent) and the guard's, from the guard's."""
+    keeper = parent(guard)
+    return [parent(keeper), keeper, guard]
 
 
 def run_in_a_terminal(tmp_path: Path, code: str) -> Terminal:

@@ -17,10 +17,11 @@ import anyio
 import httpx
 import pytest
 
-from asyncreload._serve import ReloadStrategy, ServeConfig, ServeError, serve_async
+from asyncreload._serve.supervisor import ReloadStrategy, ServeConfig, ServeError, serve_async
 
 from .conftest import FuseMount, wait_for
 from .helpers import CLI, eventually
+from .processes import children, is_zombie
 
 ASGI_APP = """\
 import os
@@ -76,8 +77,8 @@ def write_app(directory: Path, version: str, template: str = ASGI_APP) -> None:
 
 
 @asynccontextmanager
-async def serving(app_dir: Path, **options: object) -> AsyncIterator[str]:
-    config = ServeConfig(app="main:app", app_dir=str(app_dir), port=0, **options)  # type: ignore[arg-type]
+async def serving(app_dir: Path, app: str = "main:app", **options: object) -> AsyncIterator[str]:
+    config = ServeConfig(app=app, app_dir=str(app_dir), port=0, **options)  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
         where = await tg.start(serve_async, config)
         try:
@@ -105,11 +106,19 @@ async def wait_version(
     return time.monotonic() - start
 
 
-async def test_continuous_requests_through_20_reloads_never_fail(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", [ReloadStrategy.OVERLAP, ReloadStrategy.RESTART])
+async def test_continuous_requests_through_20_reloads_never_fail(
+    tmp_path: Path, strategy: ReloadStrategy
+) -> None:
+    # The restart strategy too: its old worker stops (no hand-over), and a request it had just
+    # accepted must still be answered, not cut by uvicorn's shutdown.
     write_app(tmp_path, "v0")
     answers: list[str] = []
     errors: list[BaseException] = []
-    async with serving(tmp_path) as where, httpx.AsyncClient(timeout=30) as client:
+    async with (
+        serving(tmp_path, strategy=strategy) as where,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
 
         async def hammer() -> None:
             while True:
@@ -177,7 +186,7 @@ async def test_an_open_stream_does_not_block_the_reload(tmp_path: Path) -> None:
             await wait_version(client, where, "v2")
 
             def old_worker_gone() -> bool:
-                return not os.path.exists(f"/proc/{old_pid}") or _is_zombie(old_pid)
+                return not os.path.exists(f"/proc/{old_pid}") or is_zombie(old_pid)
 
             await anyio.to_thread.run_sync(lambda: wait_for(old_worker_gone, timeout=20))
             stopped_after = time.monotonic() - start
@@ -185,14 +194,6 @@ async def test_an_open_stream_does_not_block_the_reload(tmp_path: Path) -> None:
                 async for _ in lines:
                     pass
     assert stopped_after < 1.0 + 1.0 + 5  # graceful timeout + a second of slack + CI headroom
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 async def test_a_change_during_a_slow_import_supersedes_it(
@@ -213,7 +214,7 @@ async def test_a_change_during_a_slow_import_supersedes_it(
         assert (await get(client, where)).startswith("v1 ")  # the old version serves meanwhile
         write_app(app_dir, "v2")
         took = await wait_version(client, where, "v2")
-        await eventually(lambda: _is_zombie(slow_pid), what="the superseded worker's end")
+        await eventually(lambda: is_zombie(slow_pid), what="the superseded worker's end")
     assert took < 20  # not after the slow import's minute: typically ~0.1 s
     assert any("starting over" in r.getMessage() for r in caplog.records)
 
@@ -225,10 +226,10 @@ async def test_what_the_app_started_ends_with_its_worker_on_reload(tmp_path: Pat
     async with serving(app_dir) as where, httpx.AsyncClient(timeout=30) as client:
         assert (await get(client, where)).startswith("v1 ")
         spawned = int(pidfile.read_text())
-        assert not _is_zombie(spawned)
+        assert not is_zombie(spawned)
         write_app(app_dir, "v2")
         await wait_version(client, where, "v2")
-        await eventually(lambda: _is_zombie(spawned), what="the old worker's background job to end")
+        await eventually(lambda: is_zombie(spawned), what="the old worker's background job to end")
 
 
 async def test_restart_strategy_reloads_too(tmp_path: Path) -> None:
@@ -285,6 +286,17 @@ async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             await serve_async(config)
 
 
+def test_the_worker_program_run_by_hand_says_how_it_is_run() -> None:
+    # It is started by serve with two inherited descriptors; by hand it gave an IndexError.
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncreload._serve.worker_program"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: python -m asyncreload._serve.worker_program CONTROL_FD")
+    assert "Traceback" not in done.stderr
+
+
 def test_cli_serves_and_kill_9_leaves_no_worker(tmp_path: Path) -> None:
     pidfile = tmp_path.parent / f"{tmp_path.name}.pid"  # outside the watched directory
     write_app(tmp_path, "cli1", spawning(pidfile) + ASGI_APP)
@@ -299,15 +311,15 @@ def test_cli_serves_and_kill_9_leaves_no_worker(tmp_path: Path) -> None:
         text = httpx.get(f"http://127.0.0.1:{port}/", timeout=30).text
         assert text.startswith("cli1 ")
         worker = int(text.split()[1])
-        standby = _children(cli.process.pid) - {worker}
+        standby = children(cli.process.pid) - {worker}
         assert standby  # the warm standby is there too
         spawned = int(pidfile.read_text())
-        assert not _is_zombie(spawned)
+        assert not is_zombie(spawned)
         cli.process.send_signal(signal.SIGKILL)
         cli.process.wait(timeout=30)
         for pid in {worker} | standby:
-            wait_for(lambda pid=pid: _is_zombie(pid), timeout=10, what=f"worker {pid} to die")
-        wait_for(lambda: _is_zombie(spawned), timeout=10, what="what the app started to die")
+            wait_for(lambda pid=pid: is_zombie(pid), timeout=10, what=f"worker {pid} to die")
+        wait_for(lambda: is_zombie(spawned), timeout=10, what="what the app started to die")
     finally:
         cli.stop()
 
@@ -346,19 +358,6 @@ def test_the_blocking_serve_function_serves_reloads_and_stops_on_sigint(tmp_path
             process.wait()
     assert process.returncode == 0
     assert out.splitlines()[-1] == "returned"  # (after the access log lines)
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.add(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def test_cli_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:

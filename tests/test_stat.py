@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -13,10 +14,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncreload import Change, ChangeKind, PathFilter
-from asyncreload._stat import HOT_FOR, Snapshot, Sweep, Sweeper, _HotSet, poll
+from asyncreload import Change, ChangeKind, PathFilter, open_watcher
+from asyncreload._watch.poll import HOT_FOR, Snapshot, Sweep, Sweeper, _HotSet, poll
 
-from .helpers import CLI, without_dac_override
+from .conftest import FuseMount
+from .helpers import CLI, all_of, collect_until, has, without_dac_override
 
 
 def sweep(root: Path, old: Snapshot | None = None) -> Sweep:
@@ -160,23 +162,27 @@ def test_files_vanishing_mid_sweep(tmp_path: Path) -> None:
     assert kinds(sweep(tmp_path, second.snapshot), tmp_path) == {}
 
 
-def test_symlink_loops_end_and_links_are_followed(tmp_path: Path) -> None:
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "m.py").write_text("x")
-    (tmp_path / "pkg" / "loop").symlink_to(tmp_path)  # pkg/loop/pkg/loop/... forever
-    (tmp_path / "self").symlink_to(tmp_path / "self")  # stat() says ELOOP
-    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    (tmp_path / "linked").symlink_to(tmp_path / "pkg")  # a real second path to pkg
-    first = sweep(tmp_path)
+def test_symlink_loops_end_and_each_directory_is_walked_once(tmp_path: Path) -> None:
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "pkg" / "m.py").write_text("x")
+    (outside / "lib").mkdir(parents=True)
+    (outside / "lib" / "o.py").write_text("x")
+    (tree / "pkg" / "loop").symlink_to(tree)  # pkg/loop/pkg/loop/... forever
+    (tree / "self").symlink_to(tree / "self")  # stat() says ELOOP
+    (tree / "dangling").symlink_to(tree / "nowhere")
+    # A second path to pkg, listed before it: pkg is still walked at its real path, once.
+    (tree / "a-link").symlink_to(tree / "pkg")
+    (tree / "shared").symlink_to(outside)  # outside the tree: walked through the link
+    (tree / "shared-too").symlink_to(outside / "lib")  # ... and once only
+    first = sweep(tree)
     assert first.problems == []
-    assert set(first.snapshot.files) == {
-        str(tmp_path / p) for p in ("pkg/m.py", "self", "dangling", "linked/m.py")
-    }
-    (tmp_path / "pkg" / "m.py").write_text("changed")
-    assert kinds(sweep(tmp_path, first.snapshot), tmp_path) == {
-        "pkg/m.py": ChangeKind.MODIFIED,
-        "linked/m.py": ChangeKind.MODIFIED,
-    }
+    files = set(first.snapshot.files)
+    assert {str(tree / p) for p in ("pkg/m.py", "self", "dangling")} <= files
+    assert len(files & {str(tree / "shared/lib/o.py"), str(tree / "shared-too/o.py")}) == 1
+    assert len(files) == 4, files
+    (tree / "pkg" / "m.py").write_text("changed")
+    assert kinds(sweep(tree, first.snapshot), tree) == {"pkg/m.py": ChangeKind.MODIFIED}
 
 
 def test_ignored_and_excluded_directories_are_pruned(tmp_path: Path) -> None:
@@ -234,24 +240,146 @@ def test_permission_denied_warns_once_and_the_rest_is_still_watched(tmp_path: Pa
     assert "Traceback" not in "\n".join(cli.stderr)
 
 
+def _no_deletion(cli: CLI, path: Path) -> None:
+    deleted = [c for c in cli.json_changes() if c["path"] == str(path) and c["change"] == "deleted"]
+    assert deleted == [], cli.stdout
+
+
+def test_a_file_that_cant_be_stated_is_kept_and_checked_again(tmp_path: Path) -> None:
+    # chmod 644 on its directory: the listing still reads, but a stat of sub/a.py is EACCES.
+    tree = tmp_path / "tree"
+    sub = tree / "sub"
+    sub.mkdir(parents=True)
+    (sub / "a.py").write_text("one")
+    _age(tree)  # sub's listing is trusted: only its known files are stat'ed
+    try:
+        with CLI(
+            "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
+            prefix=without_dac_override(),
+        ) as cli:  # fmt: skip
+            cli.wait_ready()
+            sub.chmod(0o644)
+            cli.wait_line(lambda line: f"{sub}: permission denied" in line, stream="stderr")
+            sub.chmod(0o755)
+            cli.wait_line(lambda line: f"{sub}: readable again" in line, stream="stderr")
+            (sub / "a.py").write_text("two, longer")
+            cli.wait_change(sub / "a.py", source="stat")
+            _no_deletion(cli, sub / "a.py")
+            warnings = [line for line in cli.stderr if "permission denied" in line]
+            assert len(warnings) == 1, cli.stderr
+    finally:
+        sub.chmod(0o755)
+    assert [c["change"] for c in cli.json_changes()] == ["modified"]
+    assert "Traceback" not in "\n".join(cli.stderr)
+
+
+def test_a_hot_file_that_cant_be_stated_is_kept_and_checked_again(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    sub = tree / "sub"
+    sub.mkdir(parents=True)
+    (sub / "a.py").write_text("one")
+    _age(tree)
+    try:
+        # A long interval: between two sweeps, the hot set checks a.py every 50 ms.
+        with CLI(
+            "watch", "--json", "--force-polling", "--poll-interval", "1", str(tree),
+            prefix=without_dac_override(),
+        ) as cli:  # fmt: skip
+            cli.wait_ready()
+            (sub / "a.py").write_text("two")
+            cli.wait_change(sub / "a.py", source="stat")  # now hot
+            sub.chmod(0)
+            cli.wait_line(lambda line: f"{sub}: permission denied" in line, stream="stderr")
+            sub.chmod(0o755)
+            cli.wait_line(lambda line: f"{sub}: readable again" in line, stream="stderr")
+            (sub / "a.py").write_text("three")
+            cli.wait_line(lambda line: len(cli.json_changes()) >= 2)
+            _no_deletion(cli, sub / "a.py")
+    finally:
+        sub.chmod(0o755)
+    assert [c["change"] for c in cli.json_changes()] == ["modified", "modified"]
+
+
+@pytest.mark.anyio
+async def test_a_directory_replaced_by_a_file_of_its_name_is_reported(tmp_path: Path) -> None:
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    full.mkdir()
+    (full / "m.py").write_text("x")
+    async with open_watcher(tmp_path, force_polling=True, poll_interval=0.05) as changes:
+        empty.rmdir()
+        empty.write_text("now a file")
+        shutil.rmtree(full)
+        full.write_text("now a file too")
+        seen = await collect_until(
+            changes,
+            all_of(has(empty, ChangeKind.MODIFIED), has(full, ChangeKind.MODIFIED),
+                   has(full / "m.py", ChangeKind.DELETED)),
+        )  # fmt: skip
+    assert {(c.kind, c.path) for c in seen} == {
+        (ChangeKind.MODIFIED, str(empty)),
+        (ChangeKind.MODIFIED, str(full)),
+        (ChangeKind.DELETED, str(full / "m.py")),
+    }
+
+
+def _after_a_clock_tick(path: Path) -> None:
+    """Wait until the clock is past ``path``'s ctime by more than a (coarse) timestamp tick."""
+    ctime = path.stat().st_ctime_ns
+    while time.time_ns() < ctime + 50_000_000:
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("how", ["touch -r", "cp -p"])
+def test_a_same_size_edit_whose_mtime_is_put_back_is_seen(tmp_path: Path, how: str) -> None:
+    watched = tmp_path / "w"
+    watched.mkdir()
+    f, ref = watched / "a.py", tmp_path / "ref"
+    f.write_text("one")
+    ref.write_text("ref")
+    _age(watched)
+    first = sweep(watched)
+    mtime = f.stat().st_mtime_ns
+    _after_a_clock_tick(f)
+    if how == "touch -r":
+        subprocess.run(["touch", "-r", str(f), str(ref)], check=True)  # ref gets a.py's times
+        f.write_text("two")  # same size
+        subprocess.run(["touch", "-r", str(ref), str(f)], check=True)  # and they are put back
+    else:
+        ref.write_text("two")
+        subprocess.run(["touch", "-r", str(f), str(ref)], check=True)
+        subprocess.run(["cp", "-p", str(ref), str(f)], check=True)  # in place: same inode
+    assert (f.stat().st_mtime_ns, f.stat().st_size) == (mtime, 3)  # only the ctime tells
+    assert kinds(sweep(watched, first.snapshot), watched) == {"a.py": ChangeKind.MODIFIED}
+
+
 @pytest.mark.anyio
 async def test_sweep_runs_off_the_event_loop(tmp_path: Path) -> None:
+    # The sweep's filter waits, inside the sweep, for the event loop to run a task: on the
+    # loop's own thread it would wait in vain (it asserted only that a ticker ticked at all).
     make_tree(tmp_path, dirs=50, files=40)
-    sweeper = Sweeper(str(tmp_path), PathFilter())
-    ticks = 0
+    sweeping, loop_ran = threading.Event(), threading.Event()
+    waited: list[bool] = []
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await anyio.sleep(0)
-            ticks += 1
+    class WaitsForTheLoop(PathFilter):
+        def __call__(self, relpath: str, *, is_dir: bool = False) -> bool:
+            if not sweeping.is_set():
+                sweeping.set()
+                waited.append(loop_ran.wait(30))
+            return super().__call__(relpath, is_dir=is_dir)
 
+    async def loop_runs() -> None:
+        while not sweeping.is_set():
+            await anyio.sleep(0.001)
+        loop_ran.set()
+
+    sweeper = Sweeper(str(tmp_path), WaitsForTheLoop())
     async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker)
+        tg.start_soon(loop_runs)
         snap = (await sweeper.sweep_parallel(None, workers=4)).snapshot
-        tg.cancel_scope.cancel()
+        tg.cancel_scope.cancel()  # a sweep that never called the filter fails below, not hangs
     assert len(snap.files) == 50 * 41
-    assert ticks > 0  # the loop kept running while the threads swept
+    assert waited == [True]
 
 
 @pytest.mark.anyio
@@ -315,6 +443,28 @@ def test_what_the_hot_set_finds_is_not_reported_again_by_the_next_sweep(tmp_path
     assert [(c.kind, c.path) for c in hot.check(snapshot)] == [(ChangeKind.DELETED, str(f))]
     assert not hot
     assert sweeper.sweep(snapshot).changes == []
+
+
+def test_after_a_remount_new_inode_numbers_alone_are_no_change(sshfs_mount: FuseMount) -> None:
+    backing, mount = sshfs_mount.backing, sshfs_mount.mount
+    names = [f"m{i}.py" for i in range(20)]
+    for name in names:
+        (backing / name).write_text("x")
+    _age(backing)  # the listing is trusted: the known files are stat'ed again
+    sweeper = Sweeper(str(mount), PathFilter())
+    snapshot = sweeper.sweep(None).snapshot
+    hot = _HotSet()
+    hot.note([str(mount / "m0.py")], now=0.0)
+    sshfs_mount.remount()  # the same device number again, here; new inode numbers:
+    renumbered = {name: os.stat(mount / name).st_ino for name in reversed(names)}
+    assert renumbered != {name: snapshot.files[str(mount / name)] & (2**64 - 1) for name in names}
+    sweeper.renumbered = True  # as the watcher marks its pollers when the mount table changes
+    assert hot.check(snapshot) == []  # a new inode number alone is the sweep's to judge
+    second = sweeper.sweep(snapshot)
+    assert second.changes == []
+    assert hot.check(second.snapshot) == []  # the sweep took the new numbers in
+    (backing / "m0.py").write_text("changed")
+    assert [c.kind for c in hot.check(second.snapshot)] == [ChangeKind.MODIFIED]
 
 
 def test_the_hot_set_keeps_the_files_changed_last_and_cools_down() -> None:

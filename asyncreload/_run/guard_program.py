@@ -1,7 +1,7 @@
 """The guard: a small process between asyncreload and the command, so nothing outlives asyncreload.
 
-asyncreload starts one guard per run (``python -I _guard.py CONFIG``, stdlib only, so it starts
-fast and imports nothing of asyncreload) and talks to it over a socket. The guard
+asyncreload starts one guard per run (``python -I guard_program.py CONFIG``, stdlib only, so it
+starts fast and imports nothing of asyncreload) and talks to it over a socket. The guard
 
 - makes itself a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): whatever the command
   starts and abandons, even a grandchild that called ``setsid()`` or double-forked, is re-parented
@@ -15,6 +15,15 @@ fast and imports nothing of asyncreload) and talks to it over a socket. The guar
 
 It does not use a parent-death signal for itself: that fires when the *thread* that forked the
 guard exits, and trio starts processes from worker threads that come and go.
+
+The guard itself may be killed too (``kill -9``, the OOM killer): what it held would then be
+re-parented to init, and a daemon the command started would live on. So the process asyncreload
+starts is a *keeper*: a subreaper as well, it forks the guard and only waits for it. When the guard
+dies, everything it held is re-parented to the keeper, which stops it all the same way (stop
+signal, grace, SIGKILL), gives the terminal back, and exits; asyncreload, which sees the socket
+close, waits for that. When the keeper dies, the guard sees the pipe from it close, and stops
+everything and exits as on EOF of the socket. So whichever one of the three processes dies,
+nothing the command started outlives asyncreload.
 
 While a command holds the terminal, a *sentinel* (a forked copy of the guard that only waits for
 signals) sits in its process group, so it gets the SIGINT or SIGQUIT the terminal sends on Ctrl-C
@@ -33,10 +42,12 @@ Protocol, one JSON object per line each way::
                            {"op": "resume", "foreground": true}   (after "suspended")
     guard -> asyncreload   {"event": "ready", "pid": N}
                            {"event": "started", "pid": N}
-                           {"event": "error", "errno": E, "message": "..."}
+                           {"event": "error", "errno": E, "message": "...", "step": S}
+                           (S: "cwd" when chdir failed, "exec" when exec did)
                            {"event": "exited", "pid": N, "returncode": RC}
                            {"event": "interrupt", "signal": 2}   (or 3; 1: SIGHUP)
-                           {"event": "stopped", "killed": false, "stuck": []}
+                           {"event": "stopped", "killed": false, "victims": [], "stuck": []}
+                           (victims: [pid, name] of each process SIGKILLed)
                            {"event": "suspended", "pid": N, "signal": 20}
 
 A command that holds the terminal and is stopped (Ctrl-Z, or SIGTTIN when it reads the terminal
@@ -62,7 +73,7 @@ import socket
 import sys
 import termios
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -138,6 +149,15 @@ def prctl(option: int, arg: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _name(pid: int) -> str:
+    """A process's name (``/proc/PID/comm``: the program's, cut to 15 bytes), or ``?``."""
+    try:
+        with open(f"/proc/{pid}/comm", errors="replace") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return "?"
+
+
 def _signal(pid: int, sig: int, *, group: bool = False) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # gone already
         (os.killpg if group else os.kill)(pid, sig)
@@ -149,14 +169,16 @@ def _reap_children() -> None:
             pass
 
 
-def end_descendants(grace: float) -> None:
-    """SIGTERM every descendant of this process, SIGKILL what is left after ``grace`` seconds,
-    and reap what it can. For a process on its way out that started others, or whose code did
-    (blocking). Made a subreaper first, such a process also holds what double-forked away."""
+def end_descendants(grace: float, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to every descendant of this process, SIGKILL what is left after ``grace``
+    seconds, and reap what it can. For a process on its way out that started others, or whose
+    code did (blocking). Made a subreaper first, such a process also holds what double-forked
+    away."""
     me = os.getpid()
     left = descendants(me)
     for pid in left:
-        _signal(pid, signal.SIGTERM)
+        _signal(pid, sig)
+        _signal(pid, signal.SIGCONT)  # a stopped process only acts on it once it runs again
     deadline, killed = time.monotonic() + grace, False
     while left:
         _reap_children()
@@ -175,13 +197,17 @@ def end_descendants(grace: float) -> None:
 class _Stop:
     deadline: float
     killed: bool = False
+    victims: list[tuple[int, str]] = field(default_factory=list)
+    """What was still alive when the grace period ran out: ``(pid, name)``."""
 
 
 class Guard:
     """The guard's state and its event loop; one instance per guard process."""
 
-    def __init__(self, sock: socket.socket, config: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket, config: dict[str, Any], keeper: int) -> None:
         self.sock = sock
+        self.keeper = keeper
+        """The read end of a pipe from the keeper: EOF when the keeper is gone."""
         self.pid = os.getpid()
         self.stop_signal = int(config.get("signal", signal.SIGTERM))
         self.grace = float(config.get("grace", 5.0))
@@ -206,13 +232,9 @@ class Guard:
     # -- set-up ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Become a subreaper with its own process group; route signals into the loop."""
-        # Out of asyncreload's process group: Ctrl-C and the shell's job-control signals for
-        # asyncreload's job must not reach the guard, which follows asyncreload by its socket.
-        os.setpgid(0, 0)
+        """Become a subreaper (the keeper's group, its ignored signals are inherited); route
+        signals into the loop."""
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        for sig in _IGNORED:
-            signal.signal(sig, signal.SIG_IGN)
         for sig in _HANDLED:
             signal.signal(sig, lambda *_: None)
         signal.set_wakeup_fd(self.wakeup_w)
@@ -224,6 +246,7 @@ class Guard:
         self.sock.setblocking(False)
         self.selector.register(self.sock, selectors.EVENT_READ, "socket")
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, "signal")
+        self.selector.register(self.keeper, selectors.EVENT_READ, "keeper")
         self.send(event="ready", pid=self.pid)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -239,6 +262,9 @@ class Guard:
                     self.on_socket()
                 elif key.data == "signal":
                     self.on_signals()
+                elif key.data == "keeper":
+                    self.selector.unregister(self.keeper)
+                    self.close()  # it never writes: this is EOF, the keeper is gone
                 else:
                     self.on_sentinel()
             self.reap()
@@ -346,9 +372,10 @@ class Guard:
             failure = f.read()  # EOF when exec succeeded (the pipe is close-on-exec)
         if failure:
             os.waitpid(pid, 0)
-            code = int(failure)
+            number, _, step = failure.decode().partition(" ")
+            code = int(number)
             self.give_back_terminal()
-            self.send(event="error", errno=code, message=os.strerror(code))
+            self.send(event="error", errno=code, message=os.strerror(code), step=step)
             return
         self.child = pid
         if foreground:
@@ -392,31 +419,34 @@ class Guard:
             return
         if not self.reap():
             self.stopping = None
-            self.send(event="stopped", killed=stop.killed, stuck=[])
+            self.send(event="stopped", killed=stop.killed, victims=stop.victims, stuck=[])
             return
         if time.monotonic() < stop.deadline:
             return
         if not stop.killed:
-            self.kill_all()
+            stop.victims = self.kill_all()
             stop.killed = True
             stop.deadline = time.monotonic() + KILL_TIMEOUT
             self.check_stop()
             return
         stuck = sorted(descendants(self.pid))
         self.stopping = None
-        self.send(event="stopped", killed=True, stuck=stuck)
+        self.send(event="stopped", killed=True, victims=stop.victims, stuck=stuck)
 
-    def kill_all(self) -> None:
-        """SIGKILL every descendant; sweep again in case one forked while we walked."""
+    def kill_all(self) -> list[tuple[int, str]]:
+        """SIGKILL every descendant; sweep again in case one forked while we walked. Returns
+        what was alive before, ``(pid, name)``, so the warning can say whom it killed."""
+        victims = [(pid, _name(pid)) for pid in sorted(descendants(self.pid))]
         if self.child is not None:
             _signal(self.child, signal.SIGKILL, group=True)
         for _ in range(10):
             found = descendants(self.pid)
             if not found:
-                return
+                break
             for pid in found:
                 _signal(pid, signal.SIGKILL)
             time.sleep(0.001)
+        return victims
 
     def hear_out_sentinel(self) -> None:
         """End the sentinel, passing on a Ctrl-C it has or had pending.
@@ -498,14 +528,19 @@ class Guard:
         if self.terminal_pgrp is None or self.holder is None:
             return
         self.holder = None
-        try:
-            if self.termios is not None:
-                # A command killed in raw mode (a debugger, a curses app) would leave the
-                # terminal unusable; a shell restores it the same way after each job.
-                termios.tcsetattr(0, termios.TCSADRAIN, self.termios)
-            os.tcsetpgrp(0, self.terminal_pgrp)
-        except (OSError, termios.error):
-            pass  # no terminal any more, or asyncreload's group is gone
+        _hand_terminal(self.terminal_pgrp, self.termios)
+
+
+def _hand_terminal(pgrp: int, modes: list[Any] | None) -> None:
+    """Make ``pgrp`` the terminal's foreground group, with the terminal ``modes`` it had."""
+    try:
+        if modes is not None:
+            # A command killed in raw mode (a debugger, a curses app) would leave the terminal
+            # unusable; a shell restores it the same way after each job.
+            termios.tcsetattr(0, termios.TCSADRAIN, modes)
+        os.tcsetpgrp(0, pgrp)
+    except (OSError, termios.error):
+        pass  # no terminal any more, or asyncreload's group is gone
 
 
 def _reset_signals() -> None:
@@ -523,7 +558,7 @@ def _exec_child(
     foreground: bool,
 ) -> None:
     """In the forked child: own group, the terminal if asked, default signals, exec; no return."""
-    code = 0
+    code, step = 0, "exec"
     try:
         signal.set_wakeup_fd(-1)
         os.setpgid(0, 0)
@@ -536,14 +571,16 @@ def _exec_child(
         _reset_signals()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if cwd is not None:
+            step = "cwd"
             os.chdir(cwd)
+            step = "exec"
         os.execvpe(argv[0], argv, env)
     except OSError as e:
         code = e.errno or errno.EINVAL
     except BaseException:
         code = errno.EINVAL
     try:
-        os.write(err_w, str(code).encode())
+        os.write(err_w, f"{code} {step}".encode())
     finally:
         os._exit(127)
 
@@ -568,12 +605,53 @@ def _sentinel(pgid: int, guard: int, write_fd: int) -> None:
         os._exit(0)
 
 
+def _keep(guard: int, config: dict[str, Any]) -> int:
+    """The keeper, once it forked the guard: wait for it; when it is gone, stop what it left.
+
+    That is nothing when the guard ended as it should. When it was killed, all it held (the
+    command, and whatever was re-parented to it) is re-parented here, to the next subreaper up.
+    """
+    terminal_pgrp: int | None = config.get("terminal_pgrp")
+    modes = None
+    if terminal_pgrp is not None:
+        with contextlib.suppress(OSError, termios.error):
+            modes = termios.tcgetattr(0)
+    os.waitpid(guard, 0)
+    grace = float(config.get("grace", 5.0))
+    end_descendants(grace, int(config.get("signal", signal.SIGTERM)))
+    if terminal_pgrp is not None:
+        # The terminal went to a command we just ended: give it back, or asyncreload is left
+        # in the background of its own terminal. Not if somebody else holds it (after ``bg``).
+        try:
+            holder = os.tcgetpgrp(0)
+            os.killpg(holder, 0)
+        except ProcessLookupError:
+            _hand_terminal(terminal_pgrp, modes)
+        except OSError:
+            pass  # no terminal any more
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    """Run the guard: ``_guard.py '{"fd": N, "signal": 15, "grace": 5.0, "terminal_pgrp": P}'``."""
+    """Run the keeper and the guard: ``guard_program.py '{"fd": N, "signal": 15, "grace": 5.0,
+    "terminal_pgrp": P}'``."""
     config = json.loads(argv[1])
     sock = socket.socket(fileno=int(config["fd"]))
     os.set_inheritable(sock.fileno(), False)  # the commands must not hold it
-    guard = Guard(sock, config)
+    # Out of asyncreload's process group: Ctrl-C and the shell's job-control signals for
+    # asyncreload's job must not reach us, who follow asyncreload by the socket.
+    os.setpgid(0, 0)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    for sig in _IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
+    keeper_r, keeper_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid:
+        sock.close()  # the guard's copy is the only one: its death must reach asyncreload
+        os.close(keeper_r)
+        return _keep(pid, config)  # keeper_w stays open until the keeper exits
+    os.close(keeper_w)
+    guard = Guard(sock, config, keeper_r)
     try:
         guard.setup()
         guard.run()

@@ -1,10 +1,11 @@
 """A managed command: its own process group, a stop signal, a grace period, SIGKILL, no orphans.
 
-:func:`open_managed_process` starts a guard process (see ``_guard.py``) and yields a
+:func:`open_managed_process` starts a guard process (see :mod:`.guard_program`) and yields a
 :class:`ManagedProcess` that starts, waits for and stops commands through it. The guard is a child
 subreaper that watches its socket to us: when this process goes away for any reason, SIGKILL
-included, the guard stops whatever the command left running and exits. So a command run here can
-never outlive us, and neither can anything it started.
+included, the guard stops whatever the command left running and exits. Its parent, the keeper, is a
+subreaper too and does the same if the guard is killed. So a command run here can never outlive
+us, and neither can anything it started.
 
 Works the same on asyncio and trio; every wait is cancellable except a stop, which is shielded
 and bounded by the grace period: cancelling the caller stops the command gracefully, then kills it.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.resources
 import json
 import logging
 import os
@@ -22,14 +24,13 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskStatus, UNIXSocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
+from .._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
 
 __all__ = [
     "ManagedProcess",
@@ -41,14 +42,19 @@ __all__ = [
 
 log = logging.getLogger("asyncreload.process")
 
-GUARD = str(Path(__file__).with_name("_guard.py"))
+GUARD = importlib.resources.files(__package__) / "guard_program.py"
+"""The guard's script: run by path (``python -I FILE``), so it starts without importing
+asyncreload; from a zip (a zipapp, a zipped install) it is copied out for the start."""
 DEFAULT_GRACE = 5.0
 """Seconds between the stop signal and SIGKILL."""
 _MARGIN = 15.0
 """Seconds on top of the grace period that we wait for the guard before giving up on it."""
 _MAX_LINE = 1 << 20
+_NAMED = 3
+"""Processes named in a SIGKILL warning; more are counted."""
 
 StrPath = str | os.PathLike[str]
+"""A command's working directory (the watcher's paths may be bytes too: ``_watch.StrPath``)."""
 
 
 def returncode_to_status(returncode: int) -> int:
@@ -73,6 +79,44 @@ def describe_returncode(returncode: int) -> str:
     except ValueError:
         name = f"signal {-returncode}"
     return f"killed by {name}"
+
+
+def describe_killed(
+    victims: Sequence[tuple[int, str]], command: int | None, grace: float, cause: str
+) -> str:
+    """The warning for a SIGKILL at the end of the grace period: whom it hit, the command or
+    processes it started (``victims``: ``(pid, name)``; ``command``: the command's PID).
+
+    >>> describe_killed([(7, "app")], 7, 2, "SIGTERM")
+    'the command (pid 7) was still running 2 s after SIGTERM: killed it with SIGKILL'
+    >>> print(describe_killed([(8, "sleep")], 7, 2, "SIGTERM"))  # doctest: +NORMALIZE_WHITESPACE
+    a process the command started, sleep (pid 8), was still running 2 s after SIGTERM:
+    killed it with SIGKILL
+    >>> print(describe_killed([(7, "app"), (8, "sleep"), (9, "sh")], 7, 2, "Ctrl-C"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    the command (pid 7) and 2 processes it started, sleep (pid 8) and sh (pid 9), were still
+    running 2 s after Ctrl-C: killed them with SIGKILL
+    """
+    others = [f"{name} (pid {pid})" for pid, name in victims if pid != command]
+    after = f"still running {grace:g} s after {cause}: killed"
+    if not others:
+        return f"the command (pid {command}) was {after} it with SIGKILL"
+    some = f"{len(others)} processes" if len(others) > 1 else "a process"
+    if len(others) == len(victims):  # the command had ended: only what it started was left
+        verb, them = ("were", "them") if len(others) > 1 else ("was", "it")
+        return f"{some} the command started, {_listed(others)}, {verb} {after} {them} with SIGKILL"
+    some = some.replace("a process", "1 process")
+    return (
+        f"the command (pid {command}) and {some} it started, {_listed(others)}, "
+        f"were {after} them with SIGKILL"
+    )
+
+
+def _listed(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``, ``a, b, c and 2 more``."""
+    if len(items) > _NAMED:
+        items = [*items[:_NAMED], f"{len(items) - _NAMED} more"]
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]]))
 
 
 @dataclass(frozen=True)
@@ -122,6 +166,8 @@ class ManagedProcess:
         self._last: _Child | None = None
         self._lock = anyio.Lock()
         self._broken = False
+        self._gone = anyio.Event()
+        """Set once the guard's socket closed: the guard has exited."""
         self._closing = False
         self._kill_requested = False
 
@@ -173,6 +219,8 @@ class ManagedProcess:
                 # Shielded: once asked, the guard will answer; a reply nobody reads would be
                 # taken for the answer to the next request.
                 reply = await self._request(request)
+        if reply["event"] == "error" and reply.get("step") == "cwd":
+            raise CommandError(f"can't start {command[0]} in {cwd}: {reply['message'].lower()}")
         if reply["event"] == "error":
             raise _start_error(command[0], reply["errno"], reply["message"])
         pid: int = reply["pid"]
@@ -205,6 +253,15 @@ class ManagedProcess:
             await anyio.sleep_forever()
         else:
             await child.suspended.wait()
+
+    async def watch_guard(self) -> None:
+        """Raise :class:`~asyncreload.CommandError` once the guard exits unexpectedly (it was
+        killed, say); never return otherwise. Its keeper stops what it held: commands can no
+        longer be started or stopped, so the caller should wind up."""
+        await self._gone.wait()
+        if not self._closing:
+            raise CommandError("the guard process exited unexpectedly")
+        await anyio.sleep_forever()
 
     async def resume(self) -> None:
         """Continue the command after :meth:`wait_suspended`; it gets the terminal back if we
@@ -250,15 +307,13 @@ class ManagedProcess:
         # unless it is stuck.
         self._child = None
         killed = bool(reply.get("killed"))
-        if killed and pid is not None and grace > 0 and not self._kill_requested:
+        victims = [(int(p), str(name)) for p, name in reply.get("victims", ())]
+        if killed and victims and grace > 0 and not self._kill_requested:
             # Else a server whose shutdown takes longer than the grace period loses its cleanup
             # without a word (and a Python command can miss a SIGINT that lands just before it
             # blocks in a sleep: CPython notices it only when the sleep ends).
             cause = "Ctrl-C" if signalled else _signal_name(sig)
-            log.warning(
-                "the command (pid %d) was still running %g s after %s: killed it with SIGKILL",
-                pid, grace, cause,
-            )  # fmt: skip
+            log.warning("%s", describe_killed(victims, pid, grace, cause))
         stuck = tuple(reply.get("stuck", ()))
         if stuck:
             log.warning("processes that SIGKILL could not end: %s", ", ".join(map(str, stuck)))
@@ -305,9 +360,12 @@ class ManagedProcess:
                 OSError,
             ):
                 if not self._closing:
-                    self._guard_died()
+                    # Not an error line here: whoever waits on it raises CommandError, which
+                    # says it (once). The keeper stops what the guard held.
+                    log.debug("the guard process exited unexpectedly")
             finally:
                 self._broken = True
+                self._gone.set()
                 self._replies.close()
                 for child in (self._child, self._last):
                     if child is not None:
@@ -342,12 +400,6 @@ class ManagedProcess:
                 child.interrupted.set()
         else:
             self._replies.send_nowait(message)
-
-    def _guard_died(self) -> None:
-        log.error("the guard process exited unexpectedly; killing the command's process group")
-        if self._child is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(self._child.pid, signals.SIGKILL)
 
 
 def _signal_name(sig: int) -> str:
@@ -405,51 +457,57 @@ async def open_managed_process(
         "grace": grace,
         "terminal_pgrp": terminal_pgrp,
     }
-    try:
-        guard = await anyio.open_process(
-            [sys.executable, "-I", GUARD, json.dumps(config)],
-            stdin=None,
-            stdout=None,
-            stderr=None,
-            pass_fds=[theirs.fileno()],
+    # A copy out of a zip is deleted once the guard has read it (or on the way out, whatever
+    # happens); an installed file is used in place.
+    with contextlib.ExitStack() as script:
+        try:
+            path = script.enter_context(importlib.resources.as_file(GUARD))
+            guard = await anyio.open_process(
+                [sys.executable, "-I", str(path), json.dumps(config)],
+                stdin=None,
+                stdout=None,
+                stderr=None,
+                pass_fds=[theirs.fileno()],
+            )
+        except OSError as e:
+            ours.close()
+            raise CommandError(f"can't start the guard process: {e}") from e
+        finally:
+            theirs.close()  # the guard's copy is the only one: its death must reach us as EOF
+        stream = await UNIXSocketStream.from_socket(ours)
+        proc = ManagedProcess(
+            stream,
+            stop_signal=stop_signal,
+            grace=grace,
+            foreground=terminal_pgrp is not None,
         )
-    except OSError as e:
-        ours.close()
-        raise CommandError(f"can't start the guard process: {e}") from e
-    finally:
-        theirs.close()  # the guard's copy is the only one: its death must reach us as EOF
-    stream = await UNIXSocketStream.from_socket(ours)
-    proc = ManagedProcess(
-        stream,
-        stop_signal=stop_signal,
-        grace=grace,
-        foreground=terminal_pgrp is not None,
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-            try:
-                with anyio.fail_after(_MARGIN):
-                    await tg.start(proc._read)
-                yield proc
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await _shut_down(proc, guard)
-                    await stream.aclose()  # ends the reader
-    finally:
-        proc._reply_stream.close()
-        proc._replies.close()
-        with anyio.CancelScope(shield=True):
-            await stream.aclose()
-            if guard.returncode is None:
-                guard.kill()
-                await guard.wait()
+        try:
+            async with anyio.create_task_group() as tg:
+                try:
+                    with anyio.fail_after(_MARGIN):
+                        await tg.start(proc._read)
+                    script.close()
+                    yield proc
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await _shut_down(proc, guard)
+                        await stream.aclose()  # ends the reader
+        finally:
+            proc._reply_stream.close()
+            proc._replies.close()
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+                if guard.returncode is None:
+                    guard.kill()
+                    await guard.wait()
 
 
 async def _shut_down(proc: ManagedProcess, guard: Process) -> None:
     """Stop the command, then half-close the socket: the guard sees EOF, and exits.
 
-    The guard is killed only as a last resort (it would leave the command's leftovers to init):
-    on EOF it stops everything within the grace period and exits by itself.
+    Waits for both the keeper (``guard``: it stops what a killed guard left) and the guard (which
+    stops everything if the keeper was killed), so nothing outlives us. The keeper is killed
+    only as a last resort: on EOF everything stops within the grace period by itself.
     """
     if not proc._broken:
         with contextlib.suppress(CommandError, TimeoutError):
@@ -459,5 +517,6 @@ async def _shut_down(proc: ManagedProcess, guard: Process) -> None:
         await proc._stream.send_eof()
     with anyio.move_on_after(proc.grace + _MARGIN):
         await guard.wait()
+        await proc._gone.wait()
     if guard.returncode is None:
         log.error("the guard process did not exit; killing it")

@@ -1,9 +1,9 @@
 """The restart loop: run a command, restart it after each batch of changes, lose no change.
 
 :class:`ProcessRunner` consumes the watcher's stream of batches and drives a
-:class:`~asyncreload._process.ManagedProcess`. The stream is pull-based: while a restart is under
+:class:`~.process.ManagedProcess`. The stream is pull-based: while a restart is under
 way nothing is pulled, so changes made meanwhile fold into the next batch. A restart stops the
-command at once; after a burst (a checkout, a build: :data:`~asyncreload._merge.BURST_PATHS` or
+command at once; after a burst (a checkout, a build: :data:`~.merge.BURST_PATHS` or
 more paths) it starts it again only when changes have stopped coming for a moment
 (:data:`SETTLE_QUIET`, counted from the start of the stop), so the burst is one restart even when
 it pauses; a save of a file or two restarts at once. What comes after the start causes exactly
@@ -26,7 +26,7 @@ import signal as signals
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import anyio
 from anyio.abc import TaskStatus
@@ -34,30 +34,42 @@ from anyio.abc import TaskStatus
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from ._bytecode import purge_stale_bytecode
-from ._exceptions import (
+from .._bytecode import purge_stale_bytecode
+from .._exceptions import (
     AsyncReloadError,
     CommandError,
     CommandNotExecutableError,
     CommandNotFoundError,
     ConfigError,
 )
-from ._merge import BURST_PATHS, ChangeBatch, ChangeStream
-from ._process import (
+from .._loopguard import LoopGuard, changed_at, muted_line
+from .._watch import (
+    BURST_PATHS,
+    QUANTITIES,
+    ChangeBatch,
+    ChangeStream,
+    WatcherOptions,
+    current_directory,
+    fold,
+    open_watcher,
+    relative_to,
+    summarize,
+)
+from .process import (
     DEFAULT_GRACE,
     ManagedProcess,
+    StrPath,
     describe_returncode,
     open_managed_process,
     terminal_hung_up,
 )
-from ._types import Change
-from ._watch import open_watcher
 
-__all__ = ["Backoff", "OnExit", "ProcessRunner", "parse_signal", "run_process"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11
+
+__all__ = ["Backoff", "OnExit", "ProcessRunner", "RunOptions", "parse_signal", "run_process"]
 
 log = logging.getLogger("asyncreload.run")
-
-StrPath = str | os.PathLike[str]
 
 CHANGES_LIMIT = 64 * 1024
 """Bytes of JSON at most in ``ASYNCRELOAD_CHANGES``: Linux refuses to start a program with an
@@ -70,8 +82,9 @@ pauses longer. The stop counts towards it, so a command that takes that long to 
 nothing more."""
 SETTLE_CAP = 2.0
 """Seconds at most that the start waits for changes to stop coming."""
-_SHOWN = 3
-"""Changed paths named in the log line of a restart."""
+CWD_RETRY = 1.0
+"""Seconds between looks for a working directory that is gone (moved or removed), to start the
+command again once it is back."""
 _CLEAR = "\x1b[H\x1b[2J\x1b[3J"
 """Cursor home, clear the screen, clear the scrollback (xterm and most others)."""
 
@@ -156,31 +169,6 @@ def changes_env(batch: ChangeBatch, limit: int = CHANGES_LIMIT) -> dict[str, str
     return {"ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]"}
 
 
-def summarize(batch: Sequence[Change], cwd: str, shown: int = _SHOWN) -> str:
-    """``3 changes: a.py, b.py, c.py`` or ``2,000 changes: a.py, b.py, c.py, ...``.
-
-    >>> from asyncreload import Change, ChangeKind, Source
-    >>> batch = [Change(ChangeKind.MODIFIED, f"/p/{n}.py", Source.EVENTS) for n in "abcd"]
-    >>> summarize(batch, "/p"), summarize(batch[:1], "/q")
-    ('4 changes: a.py, b.py, c.py, ...', '1 change: /p/a.py')
-    """
-    names = [relative_to(c.path, cwd) for c in batch[:shown]]
-    more = ", ..." if len(batch) > shown else ""
-    return f"{len(batch):,} change{'s' if len(batch) != 1 else ''}: {', '.join(names)}{more}"
-
-
-def relative_to(path: str, cwd: str) -> str:
-    """``path`` relative to ``cwd`` when it lies below it, else as it is (for log lines)."""
-    return path[len(cwd) + 1 :] if path.startswith(cwd.rstrip("/") + "/") else path
-
-
-def fold(earlier: ChangeBatch, later: ChangeBatch) -> ChangeBatch:
-    """One batch of two consecutive ones: each path once, with its latest change."""
-    merged = {c.path: c for c in earlier}
-    merged.update((c.path, c) for c in later)
-    return tuple(sorted(merged.values(), key=lambda c: c.path))
-
-
 def check_command(name: str, *, env: Mapping[str, str], cwd: str) -> None:
     """Raise CommandNotFoundError/CommandNotExecutableError now rather than after the watcher's
     first sweep (which may take a while on a big tree)."""
@@ -197,6 +185,10 @@ def check_command(name: str, *, env: Mapping[str, str], cwd: str) -> None:
     if shutil.which(name, mode=os.F_OK, path=search) is not None:
         raise CommandNotExecutableError(f"command not executable: {name}")
     raise CommandNotFoundError(f"command not found: {name}")
+
+
+class _DirectoryGone(CommandError):
+    """The command's working directory is gone: not the command's failure, and it passes."""
 
 
 @dataclass
@@ -235,15 +227,17 @@ class ProcessRunner:
         env: Mapping[str, str] | None = None,
         cwd: StrPath | None = None,
         foreground: bool = False,
-        **watch_options: Any,
+        **watch_options: Unpack[WatcherOptions],
     ) -> None:
         if isinstance(command, str):
             command = [command] if shell else shlex.split(command)
         if not command:
             raise ConfigError("no command to run")
-        if grace < 0:
-            raise ConfigError(f"grace must be a non-negative number of seconds, not {grace!r}")
+        QUANTITIES["grace"].check("grace", grace)
         self.command = list(command)
+        # Several words make one script, joined with spaces as ssh does: each word keeps its
+        # shell syntax (``make '&&' ./server``). Quoting each word instead would make --shell
+        # mean nothing for them. The log line shows this argv, so it says what runs.
         self.argv = ["/bin/sh", "-c", " ".join(self.command)] if shell else self.command
         self.paths = paths
         self.shell = shell
@@ -253,15 +247,21 @@ class ProcessRunner:
         self.clear = clear
         self.env = env
         self.cwd = None if cwd is None else os.fspath(cwd)
+        self._cwd = ""
+        """The working directory of every start, resolved once: a path, not the directory, so a
+        directory removed and made again is the command's again (and no ``os.getcwd()`` fails)."""
         self.foreground = foreground
         self.watch_options = watch_options
         self.starts = 0
         """How many times the command was started (``ASYNCRELOAD_RESTART`` is this, before)."""
         self._restart_requested = False
         self._stop_requested = False
+        self._cwd_gone = False
         self._force = False
         self._wake: anyio.Event | None = None
         self._forced: anyio.Event | None = None
+        self._guard = LoopGuard()
+        self._starting: anyio.CancelScope | None = None
 
     def restart(self) -> None:
         """Restart the command now, as if a file had changed (e.g. on SIGHUP)."""
@@ -279,6 +279,8 @@ class ProcessRunner:
             self._wake.set()
         if self._force and self._forced is not None:
             self._forced.set()
+        if self._stop_requested and self._starting is not None:
+            self._starting.cancel()  # no command yet: nothing to stop gracefully
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> int | None:
         """Watch, run the command, restart it on changes, until :meth:`stop` or the command's exit
@@ -288,27 +290,38 @@ class ProcessRunner:
         if no command was running when it was told to stop. Cancelling it stops the command
         gracefully (stop signal, grace period, SIGKILL) before the cancellation goes on.
         """
-        cwd = self.cwd or os.getcwd()
+        here = current_directory()
+        cwd = self._cwd = here if self.cwd is None else os.path.join(here, self.cwd)
         env = os.environ if self.env is None else self.env
         if not self.shell:
             check_command(self.argv[0], env=env, cwd=cwd)
         self._wake, self._forced = anyio.Event(), anyio.Event()
         if self._force:
             self._forced.set()
+        # A stop while the watcher starts (which waits for a hung mount as long as it hangs)
+        # ends the start: the loop that would see the stop request is not running yet.
+        result = None
+        starting = self._starting = anyio.CancelScope()
+        if self._stop_requested:
+            starting.cancel()
         try:
-            async with (
-                open_managed_process(
-                    stop_signal=self.stop_signal, grace=self.grace, foreground=self.foreground
-                ) as proc,
-                open_watcher(*self.paths, **self.watch_options) as changes,
-                anyio.create_task_group() as tg,
-            ):
-                tg.start_soon(self._kill_when_forced, proc)
-                result = await self._loop(proc, changes, task_status)
-                tg.cancel_scope.cancel()
+            with starting:
+                async with (
+                    open_managed_process(
+                        stop_signal=self.stop_signal, grace=self.grace, foreground=self.foreground
+                    ) as proc,
+                    open_watcher(*self.paths, **self.watch_options) as changes,
+                    anyio.create_task_group() as tg,
+                ):
+                    self._starting = None
+                    tg.start_soon(self._kill_when_forced, proc)
+                    result = await self._loop(proc, changes, task_status)
+                    tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             _raise_sole_error(group)
             raise
+        finally:
+            self._starting = None
         return result
 
     async def _kill_when_forced(self, proc: ManagedProcess) -> None:
@@ -333,15 +346,24 @@ class ProcessRunner:
             if burst:
                 batch = await _settle(changes, batch, since=began)
             else:
-                batch = fold(batch, await _due_batch(changes))
+                batch = fold(batch, changes.take_nowait())
             settled = anyio.current_time()
             if burst:
                 log.debug("held the start %.0f ms for more changes", (settled - stopped) * 1000)
+            # This start answers a restart asked for during the stop (a SIGHUP, say): else it
+            # would be stopped again at once.
+            self._restart_requested = False
+            first = self.starts == 0
             failure = await self._start(proc, batch)
+            self._guard.settled()
             started = anyio.current_time()
-            if self.starts == 1:
+            gone = isinstance(failure, _DirectoryGone)
+            if first:
                 task_status.started()
-            else:
+            elif self._cwd_gone and not gone:
+                self._cwd_gone = False
+                log.info("%s is back: started the command again", self._cwd)
+            elif not gone:
                 self._log_restart(why, batch, stopped - began, started - settled)
             running = failure is None
             # Once the command is gone: restart after this many seconds (None: on a change).
@@ -349,8 +371,14 @@ class ProcessRunner:
             if failure:
                 if self.on_exit is OnExit.EXIT:
                     return _start_failure_status(failure)
-                delay = self._exit_delay(backoff, 0.0)
-                self._log_exit(_start_failure_status(failure), failure, delay)
+                if gone:
+                    delay = CWD_RETRY
+                    if not self._cwd_gone:  # once: the look each second is quiet
+                        self._cwd_gone = True
+                        log.warning("%s; starting it once it is back", failure)
+                else:
+                    delay = self._exit_delay(backoff, 0.0)
+                    self._log_exit(_start_failure_status(failure), failure, delay)
 
             while True:  # until there's a reason to restart
                 wake = await self._wait(proc, changes, child=running, delay=delay)
@@ -376,7 +404,8 @@ class ProcessRunner:
                 if self._stop_requested:
                     return await self._finish(proc, had_child=running)
                 if wake.batch or self._restart_requested or wake.timed_out:
-                    batch = wake.batch
+                    # The changes that came while the directory was gone are this start's too.
+                    batch = fold(batch, wake.batch) if gone else wake.batch
                     why = "change" if batch else "request" if self._restart_requested else "exit"
                     self._restart_requested = False
                     break
@@ -389,6 +418,10 @@ class ProcessRunner:
 
     async def _start(self, proc: ManagedProcess, batch: ChangeBatch) -> CommandError | None:
         """Start the command; None, or why it can't be started (raised on the first start)."""
+        # Abandonable: the directory may be on a mount that stopped answering.
+        there = await anyio.to_thread.run_sync(os.path.isdir, self._cwd, abandon_on_cancel=True)
+        if self.starts and not there:  # no start to count: none began
+            return _DirectoryGone(f"can't start the command: {self._cwd} is gone")
         env = dict(os.environ if self.env is None else self.env)
         env.update(changes_env(batch))
         env["ASYNCRELOAD_RESTART"] = str(self.starts)
@@ -401,14 +434,14 @@ class ProcessRunner:
             sys.stdout.write(_CLEAR)
             sys.stdout.flush()
         try:
-            await proc.start(self.argv, env=env, cwd=self.cwd)
+            await proc.start(self.argv, env=env, cwd=self._cwd)
         except CommandError as e:
             if first:
                 raise
             return e
         if first:
-            where = ", ".join(os.fspath(p) for p in self.paths) or self.cwd or os.getcwd()
-            log.info("watching %s; running %s", where, shlex.join(self.command))
+            where = ", ".join(os.fspath(p) for p in self.paths) or self._cwd
+            log.info("watching %s; running %s", where, shlex.join(self.argv))
         return None
 
     async def _wait(
@@ -427,10 +460,11 @@ class ProcessRunner:
         async with anyio.create_task_group() as tg:
 
             async def batch() -> None:
-                try:
-                    wake.batch = await changes.__anext__()
-                except StopAsyncIteration:
-                    raise CommandError("the watcher stopped unexpectedly") from None
+                while not wake.batch:
+                    try:
+                        wake.batch = self._admit(await changes.__anext__())
+                    except StopAsyncIteration:
+                        raise CommandError("the watcher stopped unexpectedly") from None
                 tg.cancel_scope.cancel()
 
             async def exited() -> None:
@@ -459,15 +493,27 @@ class ProcessRunner:
 
             tg.start_soon(batch)
             tg.start_soon(requested, self._wake)
-            if child:
+            if child:  # exited() raises if the guard dies
                 tg.start_soon(exited)
                 tg.start_soon(interrupted)
                 tg.start_soon(suspended)
+            else:  # the guard dies: say so now, not at the next change
+                tg.start_soon(proc.watch_guard)
             if delay is not None:
                 tg.start_soon(timer, delay)
         if self._wake.is_set():
             self._wake = anyio.Event()
         return wake
+
+    def _admit(self, batch: ChangeBatch) -> ChangeBatch:
+        """``batch``, or nothing when it holds only paths that keep restarting the command."""
+        verdict = self._guard.admit({c.path: changed_at(c) for c in batch})
+        cwd = self._cwd  # resolved at the start: os.getcwd() fails once the directory is gone
+        roots = [os.path.join(cwd, os.fspath(p)) for p in self.paths] or [cwd]
+        for path in verdict.muted:
+            shown = relative_to(path, cwd)
+            log.warning(muted_line(path, shown, roots, "--exclude", "restarts"))
+        return batch if verdict.paths else ()
 
     def _interrupted(self, proc: ManagedProcess, returncode: int) -> bool:
         """Whether the user pressed Ctrl-C (or Ctrl-\\) in the terminal the command held, or
@@ -493,8 +539,7 @@ class ProcessRunner:
         ms = 1000
         took = f"in {(stop + start) * ms:.0f} ms (stop {stop * ms:.0f} + start {start * ms:.0f})"
         if batch:
-            cwd = self.cwd or os.getcwd()
-            log.info("restarted %s after %s", took, summarize(batch, cwd))
+            log.info("restarted %s after %s", took, summarize(batch, self._cwd))
         else:
             log.info("restarted %s %s", took, "on request" if why == "request" else "after exit")
 
@@ -546,22 +591,11 @@ async def _settle(
             with anyio.move_on_after(window):
                 more = await changes.__anext__()
         else:
-            more = await _due_batch(changes)
+            more = changes.take_nowait()
         if not more:
             return batch
         batch = fold(batch, more)
         window_end = anyio.current_time() + quiet
-
-
-async def _due_batch(changes: ChangeStream) -> ChangeBatch:
-    """A batch that is due right now, without waiting for one: ``()`` if there is none.
-
-    ``__anext__`` hands out a due batch without reaching a checkpoint, and takes nothing when it
-    has to wait, so a zero timeout is exactly "only if it's ready".
-    """
-    with anyio.move_on_after(0):
-        return await changes.__anext__()
-    return ()
 
 
 def _raise_sole_error(group: BaseExceptionGroup[BaseException]) -> None:
@@ -581,18 +615,26 @@ def _raise_sole_error(group: BaseExceptionGroup[BaseException]) -> None:
         raise leaves[0]
 
 
+class CommandOptions(TypedDict, total=False):
+    """:class:`ProcessRunner`'s own keyword arguments (see :func:`run_process`)."""
+
+    shell: bool
+    stop_signal: int | str
+    grace: float
+    on_exit: OnExit | str
+    clear: bool
+    env: Mapping[str, str] | None
+    cwd: StrPath | None
+    foreground: bool
+
+
+class RunOptions(CommandOptions, WatcherOptions, total=False):
+    """:func:`run_process`'s keyword arguments: the command's and the watcher's, passed on to
+    :class:`ProcessRunner` as they are (a test holds this equal to its signature)."""
+
+
 async def run_process(
-    command: Sequence[str] | str,
-    *paths: StrPath,
-    shell: bool = False,
-    stop_signal: int | str = signals.SIGTERM,
-    grace: float = DEFAULT_GRACE,
-    on_exit: OnExit | str = OnExit.WAIT,
-    clear: bool = False,
-    env: Mapping[str, str] | None = None,
-    cwd: StrPath | None = None,
-    foreground: bool = False,
-    **watch_options: Any,
+    command: Sequence[str] | str, *paths: StrPath, **options: Unpack[RunOptions]
 ) -> int | None:
     """Run ``command``, restart it whenever something under ``paths`` changes; no orphan, ever.
 
@@ -601,31 +643,24 @@ async def run_process(
         # restart the app on every change under src/, until cancelled
         await asyncreload.run_process(["python", "app.py"], "src", exclude=["*.log"])
 
-    ``paths`` default to the current directory; ``watch_options`` are those of
-    :func:`~asyncreload.open_watcher` (``poll``, ``debounce``, ``include``, ...). A restart sends
+    ``paths`` default to the current directory; ``options`` are :class:`ProcessRunner`'s
+    (``shell=False``, ``stop_signal=SIGTERM``, ``grace=5``, ``on_exit="wait"``, ``clear=False``,
+    ``env=None``, ``cwd=None``, ``foreground=False``) and :func:`~asyncreload.open_watcher`'s
+    (``poll``, ``debounce``, ``include``, ...). A restart sends
     ``stop_signal`` to the command's process group (and to whatever left it), waits ``grace``
     seconds, SIGKILLs what is left, and starts the command again with
     ``ASYNCRELOAD_CHANGES`` (a JSON list of the changes) and ``ASYNCRELOAD_RESTART`` (0, 1, ...)
     added to ``env`` (default: this process's environment, which is never modified).
     ``on_exit`` says what to do when the command exits by itself (see :class:`OnExit`); with
-    ``shell`` the command is a ``/bin/sh -c`` script; ``clear`` clears the screen before each
+    ``shell`` the command is a ``/bin/sh -c`` script (a list of words is joined with spaces
+    into one script, as ssh does); ``clear`` clears the screen before each
     start; ``foreground`` hands the terminal to the command, when this process holds it.
+    Every start is in ``cwd`` (default: the current directory when it begins), by its path: while
+    no directory by that name exists, a start waits for one (one warning, a look each second).
 
     Returns the command's returncode once it exits with ``on_exit="exit"``, or when Ctrl-C in the
     terminal it holds stopped it. Cancellation stops the command gracefully, then kills it.
     To steer it while it runs (restart or stop on request), use :class:`ProcessRunner`.
     """
-    runner = ProcessRunner(
-        command,
-        *paths,
-        shell=shell,
-        stop_signal=stop_signal,
-        grace=grace,
-        on_exit=on_exit,
-        clear=clear,
-        env=env,
-        cwd=cwd,
-        foreground=foreground,
-        **watch_options,
-    )
+    runner = ProcessRunner(command, *paths, **options)
     return await runner.run()

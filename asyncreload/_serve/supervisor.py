@@ -5,40 +5,55 @@ never closed during a reload: a connection that arrives mid-reload waits in the 
 answered by whichever worker accepts it, old code or new, never refused.
 
 Reload, the default way ("overlap"): a standby worker, started ahead of time with uvicorn already
-imported, is told to import the app; once its lifespan startup is done the old worker is stopped
-gracefully (in-flight requests finish, bounded by the graceful timeout, then SIGKILL of its
-process group) and a new standby is started. If the new code fails to import or start, the old
-worker keeps serving and the error is printed as a short traceback; the next change tries again.
+imported, is told to import the app; once its lifespan startup is done the old worker hands
+over (it stops accepting, answers what still reaches it on its open connections with
+``Connection: close`` and exits once they are closed, bounded by the graceful timeout, then
+SIGKILL of its process group) and a new standby is started. If the new code fails to import or
+start, the old worker keeps serving and the error is printed as a short traceback; the next
+change tries again. The start is such a reload too, and so is the death of the serving worker.
 The "restart" way stops the old worker first, for apps that can't run twice at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import errno
+import importlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskStatus, UNIXSocketStream
 
-from ._bytecode import purge_stale_bytecode
-from ._exceptions import AsyncReloadError, ConfigError
-from ._merge import ChangeBatch
-from ._run import fold, summarize
-from ._signals import cancel_on_signals
-from ._watch import open_watcher
+from .._bytecode import purge_stale_bytecode
+from .._exceptions import AsyncReloadError, ConfigError
+from .._loopguard import LoopGuard, changed_at, muted_line
+from .._signals import cancel_on_signals
+from .._threads import run_sync
+from .._watch import (
+    ChangeBatch,
+    WatcherOptions,
+    fold,
+    open_watcher,
+    relative_to,
+    summarize,
+    take_watcher_options,
+)
 
 __all__ = ["ReloadStrategy", "ServeConfig", "ServeError", "serve", "serve_async"]
 
@@ -56,6 +71,11 @@ class ReloadStrategy(str, enum.Enum):
     """Start the new worker, then stop the old one once the new one is ready (the default)."""
     RESTART = "restart"
     """Stop the old worker first: for apps that can't run two copies at once."""
+
+
+DEFAULT_RELOAD_INCLUDES = ("*.py", "*.html", "*.jinja", "*.jinja2", "*.j2")
+"""What serve reloads on by default: Python code and templates (Jinja's, Django's), which
+neither framework re-reads with debug off. The ``--env-file`` is watched too."""
 
 
 @dataclass
@@ -80,12 +100,15 @@ class ServeConfig:
     timeout_graceful_shutdown: float = 3.0
     backlog: int = 2048
     reload_dirs: Sequence[str] = ()
-    reload_includes: Sequence[str] = ("*.py",)
+    reload_includes: Sequence[str] = DEFAULT_RELOAD_INCLUDES
     reload_excludes: Sequence[str] = ()
     reload_delay: float | None = None
     strategy: ReloadStrategy = ReloadStrategy.OVERLAP
-    watcher: dict[str, Any] = field(default_factory=dict)
+    watcher: WatcherOptions = field(default_factory=WatcherOptions)
     """Extra :func:`~asyncreload.open_watcher` arguments (``poll``, ``force_polling``, ...)."""
+    uvicorn: dict[str, Any] = field(default_factory=dict)
+    """More ``uvicorn.Config`` arguments for each worker, as uvicorn names them (``loop``,
+    ``http``, ``ws``, ``headers``, ``ssl_certfile``, ``timeout_keep_alive``, ...)."""
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for what uvicorn would refuse later, in a worker."""
@@ -105,6 +128,19 @@ class ServeConfig:
             raise ConfigError(f"--app-dir is not a directory: {self.app_dir}")
         if self.env_file is not None and not os.path.isfile(self.env_file):
             raise ConfigError(f"--env-file does not exist: {self.env_file}")
+        if self.uvicorn:
+            _check_uvicorn_options(self.uvicorn)
+        if self.env_file is not None:
+            _require("dotenv", "--env-file needs python-dotenv (pip install python-dotenv)")
+        for name in ("timeout_graceful_shutdown", "reload_delay"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                option = "--" + name.replace("_", "-")
+                raise ConfigError(f"{option} must be a number of seconds >= 0, not {value}")
+        if self.fd is not None:
+            _check_fd(self.fd)
+        if self.uds is not None:
+            _check_uds(self.uds)
 
     def worker_spec(self) -> dict[str, Any]:
         """What a worker needs to import and serve the app (JSON)."""
@@ -112,6 +148,13 @@ class ServeConfig:
             "app": self.app,
             "factory": self.factory,
             "app_dirs": [os.path.realpath(self.app_dir)],
+            # The user's code: what is never preloaded, and whose frames tracebacks keep. Reload
+            # dirs as written, made absolute without a syscall: one may lie on a mount that hangs,
+            # and a stat of it here would stop the supervisor, or the worker, with it.
+            "user_dirs": [
+                os.path.realpath(self.app_dir),
+                *(os.path.abspath(d) for d in self.reload_dirs),
+            ],
             "interface": self.interface,
             "lifespan": self.lifespan,
             "root_path": self.root_path,
@@ -120,8 +163,69 @@ class ServeConfig:
             "log_level": self.log_level,
             "access_log": self.access_log,
             "timeout_graceful_shutdown": self.timeout_graceful_shutdown,
-            "env_file": self.env_file,
+            "env_file": None if self.env_file is None else os.path.abspath(self.env_file),
+            # Paths as the user meant them: the workers run in the app dir.
+            "uvicorn": {
+                k: os.path.abspath(v) if k in _UVICORN_PATHS else v for k, v in self.uvicorn.items()
+            },
         }
+
+
+_UVICORN_PATHS = frozenset({"log_config", "ssl_keyfile", "ssl_certfile", "ssl_ca_certs"})
+# What the supervisor does itself, or ServeConfig's own fields say: not for ServeConfig.uvicorn.
+_NOT_PASSED = frozenset({"app", "reload", "reload_dirs", "reload_delay", "reload_includes",
+                         "reload_excludes", "workers", "callback_notify", "timeout_notify",
+                         "ssl_context_factory"})  # fmt: skip
+
+
+def _check_uvicorn_options(options: dict[str, Any]) -> None:
+    import inspect
+    from importlib.metadata import version
+
+    import uvicorn
+
+    known = inspect.signature(uvicorn.Config).parameters
+    ours = {f.name for f in dataclasses.fields(ServeConfig)}
+    for name in options:
+        if name in ours or name in _NOT_PASSED:
+            raise ConfigError(f"{name} is not one of the worker's uvicorn options (use serve's)")
+        if name not in known:
+            option = "--header" if name == "headers" else "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"{option} is not an option of the installed uvicorn {version('uvicorn')}"
+            )
+
+
+def _require(module: str, message: str) -> None:
+    """ConfigError(message) if ``module`` can't be imported (checked here, not in a worker)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(message) from None
+
+
+def _check_fd(fd: int) -> None:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as e:
+        raise ConfigError(f"--fd {fd} is not an open file descriptor: {e.strerror}") from None
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"--fd {fd} is not a socket")
+
+
+def _check_uds(path: str) -> None:
+    """A socket file at ``path`` (a stale one is replaced) or nothing; never another file,
+    which binding would have to delete."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"--uds {path}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"--uds {path} is a directory, not a socket")
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"--uds {path} exists and is not a socket (it is left as it is)")
 
 
 def bind(config: ServeConfig) -> socket.socket:
@@ -129,6 +233,7 @@ def bind(config: ServeConfig) -> socket.socket:
     if config.fd is not None:
         sock = socket.socket(fileno=config.fd)
     elif config.uds is not None:
+        _check_uds(config.uds)  # again: only ever a socket file is unlinked
         with contextlib.suppress(FileNotFoundError):
             if os.path.exists(config.uds) and not _is_listening_unix(config.uds):
                 os.unlink(config.uds)  # a stale socket file left by a previous run
@@ -175,7 +280,8 @@ def url(config: ServeConfig, sock: socket.socket) -> str:
     if sock.family == socket.AF_UNIX:
         return f"unix:{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if config.uvicorn.get("ssl_certfile") else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class _Worker:
@@ -188,6 +294,7 @@ class _Worker:
         self.process = process
         self.channel = channel
         self.pid = process.pid
+        self.ready_at: float | None = None
         self._buffer = b""
 
     async def receive(self) -> dict[str, Any] | None:
@@ -206,14 +313,17 @@ class _Worker:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             await self.channel.send(json.dumps(message).encode() + b"\n")
 
-    async def stop(self, grace: float) -> int:
+    async def stop(self, grace: float, *, handover: bool = False) -> int:
         """Ask the worker to finish (it stops accepting, drains, shuts down gracefully); after
-        ``grace`` seconds SIGKILL its process group. Reaps it; returns its exit code."""
+        ``grace`` seconds SIGKILL its process group. Reaps it; returns its exit code.
+
+        With ``handover`` (a new worker serves now), it first gets every open connection's
+        next request and answers it with ``Connection: close``, so no keep-alive client fails."""
         code: int | None = None
         with anyio.CancelScope(shield=True):
             # Asked over the channel, not with SIGTERM: uvicorn's signal handler would shut
             # down at once, dropping connections accepted a moment ago.
-            await self.send(op="stop")
+            await self.send(op="stop", handover=handover)
             with anyio.move_on_after(grace):
                 code = await self.process.wait()
             if code is None:
@@ -247,43 +357,70 @@ class _Supervisor:
     def __init__(self, config: ServeConfig, sock: socket.socket) -> None:
         self.config = config
         self.sock = sock
+        self.where = url(config, sock)
         self.serving: _Worker | None = None
         self.standby: _Worker | None = None
         self.workers: set[_Worker] = set()
-        self._spawning: anyio.Event | None = None
         """Every worker started and not yet reaped, whatever its role: stopped at the end."""
+        self._spawning: anyio.Event | None = None
+        self.died = anyio.Event()
+        """Set when the serving worker exited on its own: its standby takes over at once."""
         self.preload: list[str] = []
         self.generation = 0
+        # Only a change made while a new worker loaded counts as one a reload caused: an app
+        # writes at import or startup, while a script (or a quick hand) may well save again a
+        # moment after each reload, and must never be muted.
+        self.guard = LoopGuard(follow=0.0)
+        self.roots: list[str] = []
+        """The watched directories, for the loop guard's line."""
+        self.announced = False
+        self.loading: _Worker | None = None
+        """The worker :meth:`activate` is waiting for."""
+        self.trouble: str | None = None
+        """Why workers can't be started (the app dir gone): warned once, until they can."""
 
-    async def spawn(self) -> _Worker:
-        """A new standby worker: warm, waiting for ``go``."""
+    def admit(self, batch: ChangeBatch) -> ChangeBatch | None:
+        """``batch``, or None when it holds only paths that keep reloading the app (say so)."""
+        verdict = self.guard.admit({c.path: changed_at(c) for c in batch})
+        cwd = _cwd()
+        roots = [os.path.join(cwd, d) for d in self.roots]
+        for path in verdict.muted:
+            shown = relative_to(path, cwd)
+            log.warning(muted_line(path, shown, roots, "--reload-exclude", "reloads"))
+        return batch if verdict.paths else None
+
+    async def spawn(self, preload: list[str] | None = None) -> _Worker:
+        """A new standby worker: warm, waiting for ``go``. OSError if it can't be started."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         theirs.set_inheritable(True)
         try:
             process = await anyio.open_process(
-                [sys.executable, "-m", "asyncreload._worker",
+                [sys.executable, "-m", "asyncreload._serve.worker_program",
                  str(theirs.fileno()), str(self.sock.fileno())],
                 stdin=subprocess.DEVNULL, stdout=None, stderr=None,
                 pass_fds=(theirs.fileno(), self.sock.fileno()),
                 start_new_session=True,  # its own group: Ctrl-C is the supervisor's to handle
                 cwd=self.config.app_dir,
             )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         with anyio.CancelScope(shield=True):  # from here on, the worker is ours to stop
             channel = await UNIXSocketStream.from_socket(ours)
             worker = _Worker(process, channel, self.workers.discard)
             self.workers.add(worker)
-        await worker.send(op="hello", preload=self.preload)
+        await worker.send(op="hello", preload=self.preload if preload is None else preload)
         return worker
 
-    async def take_standby(self) -> _Worker:
-        """The warm standby: the one waiting, the one being started, or a new one."""
+    async def take_standby(self) -> _Worker | None:
+        """The warm standby: the one waiting, the one being started, or a new one; None (and
+        a warning, once) if none can be started."""
         while self.standby is None and self._spawning is not None:
             await self._spawning.wait()
-        worker = self.standby or await self.spawn()
-        self.standby = None
-        return worker
+        worker, self.standby = self.standby, None
+        return worker or await self._try_spawn()
 
     def replenish(self, tg: anyio.abc.TaskGroup) -> None:
         """Start the next standby in the background, unless one is there or on its way."""
@@ -293,37 +430,72 @@ class _Supervisor:
 
     async def _spawn_standby(self) -> None:
         try:
-            self.standby = await self.spawn()
+            self.standby = await self._try_spawn()
         finally:
             done, self._spawning = self._spawning, None
             if done is not None:
                 done.set()
 
-    async def activate(self, worker: _Worker) -> bool:
-        """Tell a standby to import and serve the app; True once it is ready."""
+    async def _try_spawn(self, preload: list[str] | None = None) -> _Worker | None:
+        try:
+            worker = await self.spawn(preload)
+        except OSError as e:  # the app dir moved away, its mount died: wait for it
+            self.warn_trouble(f"can't start a worker in {self.config.app_dir}: {e.strerror}")
+            return None
+        self.trouble = None
+        return worker
+
+    def warn_trouble(self, why: str) -> None:
+        if self.trouble is None:
+            keeps = "the current worker keeps serving" if self.serving else "nothing is served"
+            log.warning("%s; %s, and the app reloads once it is back", why, keeps)
+        self.trouble = why
+
+    async def activate(self, worker: _Worker, batch: ChangeBatch) -> _Worker | None:
+        """Tell a standby to import and serve the app; the worker serving it once it is ready
+        (``worker``, or a fresh one if it had preloaded a module that ``batch`` changed)."""
         started = time.monotonic()
-        await worker.send(op="go", spec=self.config.worker_spec())
+        changed = [c.path for c in batch]
+        self.loading = worker
+        await worker.send(op="go", spec=self.config.worker_spec(), changed=changed)
         while True:
             message = await worker.receive()
             if message is None:
-                code = await worker.kill()
+                # Its exit code, not the SIGKILL we would give it: it is on its way out.
+                code: int | None = None
+                with anyio.move_on_after(1.0):
+                    code = await worker.process.wait()
+                code = await worker.kill() if code is None else code
+                await worker.close()
                 log.error("the new worker exited (code %s) before it was ready", code)
-                return False
+                return None
             op = message.get("op")
             if op == "ready":
                 self.generation += 1
+                worker.ready_at = time.monotonic()
                 log.debug(
-                    "worker %d ready in %.0f ms", worker.pid, 1000 * (time.monotonic() - started)
+                    "worker %d ready in %.0f ms", worker.pid, 1000 * (worker.ready_at - started)
                 )
-                return True
+                return worker
+            if op == "stale":
+                # Never serve code older than the change: a worker that preloads nothing.
+                log.debug("the standby had loaded %s before it changed; starting a fresh one",
+                          ", ".join(message.get("names", [])))  # fmt: skip
+                await worker.kill()
+                fresh = await self._try_spawn(preload=[])
+                if fresh is None:
+                    return None
+                worker = self.loading = fresh
+                await worker.send(op="go", spec=self.config.worker_spec())
             if op == "failed":
                 keeps = "the old version keeps serving" if self.serving else "waiting for a fix"
-                log.error("the app failed to load; %s\n%s", keeps, message.get("error", ""))
+                error = message.get("error", "")
+                log.error("the app failed to load; %s\n%s", keeps, error, extra={"multiline": True})
                 await worker.kill()
-                return False
+                return None
 
     async def watch_worker(self, worker: _Worker) -> None:
-        """Collect a serving worker's messages; say so if it dies on its own."""
+        """Collect a serving worker's messages; if it dies on its own, the standby takes over."""
         while True:
             message = await worker.receive()
             if message is None:
@@ -334,12 +506,45 @@ class _Supervisor:
         await worker.close()
         if self.serving is worker:
             self.serving = None
-            log.error("the app's worker exited (code %s); it is started again on the next change",
-                      code)  # fmt: skip
+            lived = time.monotonic() - (worker.ready_at or 0.0)
+            if lived < CRASH_LOOP_S:  # it would only die again: wait for a fix
+                log.error("the app's worker exited (code %s) %.1f s after it started; it is "
+                          "started again on the next change", code, lived)  # fmt: skip
+            else:
+                log.error("the app's worker exited (code %s); a new one takes over", code)
+                self.died.set()
 
-    async def retire(self, worker: _Worker) -> None:
+    async def next_batch(self, changes: AsyncIterator[ChangeBatch]) -> ChangeBatch | None:
+        """The next batch of changes; ``()`` when the serving worker died on its own (serve the
+        same code again, now); None once the watcher has ended."""
+        got: list[ChangeBatch | None] = []
+        async with anyio.create_task_group() as race:
+
+            async def change() -> None:
+                batch: ChangeBatch | None = None
+                with contextlib.suppress(StopAsyncIteration):  # the watcher ended: None
+                    while batch is None:  # a batch of muted paths only (a loop) is passed over
+                        batch = self.admit(await changes.__anext__())
+                got.append(batch)
+                race.cancel_scope.cancel()
+
+            async def death() -> None:
+                await self.died.wait()
+                got.append(())
+                race.cancel_scope.cancel()
+
+            race.start_soon(change)
+            race.start_soon(death)
+        return got[0]
+
+    async def retire(self, worker: _Worker, *, handover: bool = False) -> None:
         # The worker's own graceful timeout, plus its drain and lifespan shutdown.
-        await worker.stop(self.config.timeout_graceful_shutdown + 2.0)
+        await worker.stop(self.config.timeout_graceful_shutdown + 2.0, handover=handover)
+
+
+CRASH_LOOP_S = 1.0
+"""A serving worker that dies sooner than this after it started is not replaced until the next
+change: its replacement would only die the same way."""
 
 
 async def serve_async(
@@ -347,17 +552,21 @@ async def serve_async(
 ) -> None:
     """Serve ``config.app`` with reload until cancelled; ``started`` with the app's URL.
 
-    Works on asyncio and trio (the workers run uvicorn on asyncio in their own processes).
-    Raises :class:`ServeError` if the socket can't be bound and :class:`ConfigError` for a bad
-    setting. A broken app is not an error: the server keeps watching and tries again.
+    ``started`` comes once the socket listens and the watcher is ready; the app may still be
+    loading then (connections wait in the backlog). The start is a reload like any other: a
+    change during it starts over with the new code, so even an import that hangs is cured by
+    a fix. Works on asyncio and trio (the workers run uvicorn, on the loop it picks, in
+    processes of their own). Raises :class:`ServeError` if the socket can't be bound and
+    :class:`ConfigError` for a bad setting. A broken app is not an error: the server keeps
+    watching and tries again.
     """
     config.check()
     sock = bind(config)
-    where = url(config, sock)
     supervisor = _Supervisor(config, sock)
-    reload_dirs = list(config.reload_dirs) or [config.app_dir]
-    watcher_args: dict[str, Any] = {
-        "include": config.reload_includes,
+    reload_dirs, includes = _watched(config)
+    supervisor.roots = reload_dirs
+    watcher_args: WatcherOptions = {
+        "include": includes,
         "exclude": config.reload_excludes,
         **config.watcher,
     }
@@ -368,23 +577,12 @@ async def serve_async(
             anyio.create_task_group() as tg,
             open_watcher(*reload_dirs, **watcher_args) as changes,
         ):
-            standby = await supervisor.spawn()
-            if await supervisor.activate(standby):
-                supervisor.serving = standby
-                tg.start_soon(supervisor.watch_worker, standby)
-                log.info("serving %s at %s", config.app, where)
-            supervisor.standby = await supervisor.spawn()
-            task_status.started(where)
-            newer: ChangeBatch | None = None
-            while True:
-                if newer is None:
-                    try:
-                        batch = await changes.__anext__()
-                    except StopAsyncIteration:
-                        break
-                else:
-                    batch, newer = newer, None
+            task_status.started(supervisor.where)
+            batch: ChangeBatch | None = ()  # the start: a reload with no change yet
+            while batch is not None:
                 newer = await _reload(supervisor, tg, batch, changes)
+                supervisor.guard.settled()
+                batch = newer if newer is not None else await supervisor.next_batch(changes)
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
@@ -397,13 +595,32 @@ async def serve_async(
                 os.unlink(config.uds)
 
 
+def _watched(config: ServeConfig) -> tuple[list[str], list[str]]:
+    """The directories to watch and the globs that reload: the env file's too, so that an edit
+    of it reloads (each worker reads it afresh)."""
+    dirs = list(config.reload_dirs) or [config.app_dir]
+    includes = list(config.reload_includes)
+    if config.env_file is not None:
+        env_file = os.path.realpath(config.env_file)
+        for d in dirs:
+            root = os.path.realpath(d)
+            if env_file.startswith(root.rstrip("/") + "/"):
+                includes.append(os.path.relpath(env_file, root))
+                break
+        else:  # outside them: its directory is watched too
+            dirs.append(os.path.dirname(env_file))
+            includes.append(os.path.basename(env_file))
+    return dirs, includes
+
+
 async def _reload(
     supervisor: _Supervisor,
     tg: anyio.abc.TaskGroup,
     batch: ChangeBatch,
     changes: AsyncIterator[ChangeBatch],
 ) -> ChangeBatch | None:
-    """Reload for ``batch``; return a newer batch that came meanwhile, for the next reload.
+    """Reload for ``batch`` (``()``: the start, or a worker that died); return a newer batch that
+    came meanwhile, for the next reload.
 
     A change that comes while the new worker is still importing the app supersedes it: that
     worker is killed and the next reload starts over with both batches, rather than first
@@ -411,8 +628,15 @@ async def _reload(
     """
     started = time.monotonic()
     await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
+    problem = await _unreadable(supervisor.config.app_dir)
+    if problem is not None:
+        supervisor.warn_trouble(problem)
+        return None
+    supervisor.trouble = None
     old = supervisor.serving
     new = await supervisor.take_standby()
+    if new is None:
+        return None
     # The next standby warms up while this one imports the app, so an edit made right after
     # this reload finds one ready (two cores: the two don't wait for each other).
     supervisor.replenish(tg)
@@ -421,32 +645,64 @@ async def _reload(
         await supervisor.retire(old)
         old = None
     newer: ChangeBatch | None = None
-    ready = False
+    ready: _Worker | None = None
     async with anyio.create_task_group() as race:
 
         async def next_batch() -> None:
             nonlocal newer
             with contextlib.suppress(StopAsyncIteration):
-                newer = await changes.__anext__()
+                while newer is None:
+                    newer = supervisor.admit(await changes.__anext__())
                 race.cancel_scope.cancel()
 
         race.start_soon(next_batch)
-        ready = await supervisor.activate(new)
+        ready = await supervisor.activate(new, batch)
         race.cancel_scope.cancel()
-    if newer is not None and not ready:
-        if new.process.returncode is None:
-            await new.kill()
+    loading, supervisor.loading = supervisor.loading, None
+    if newer is not None and ready is None:
+        if loading is not None and loading.process.returncode is None:
+            await loading.kill()  # it was importing the superseded code
         took = 1000 * (time.monotonic() - started)
         log.info("a newer change came %.0f ms into loading the app; starting over", took)
         return fold(batch, newer)
-    if ready:
-        supervisor.serving = new
-        tg.start_soon(supervisor.watch_worker, new)
+    if ready is not None:
+        supervisor.serving = ready
+        supervisor.died = anyio.Event()  # whatever died before, this one serves now
+        tg.start_soon(supervisor.watch_worker, ready)
         if old is not None:
-            tg.start_soon(supervisor.retire, old)
+            tg.start_soon(partial(supervisor.retire, old, handover=True))
         took = 1000 * (time.monotonic() - started)
-        log.info("reloaded in %.0f ms after %s", took, summarize(batch, os.getcwd()))
+        if not supervisor.announced:
+            supervisor.announced = True
+            log.info("serving %s at %s", supervisor.config.app, supervisor.where)
+        elif batch:
+            log.info("reloaded in %.0f ms after %s", took, summarize(batch, _cwd()))
+        else:
+            log.info("a new worker serves the app, %.0f ms after the last one exited", took)
     return newer
+
+
+async def _unreadable(directory: str) -> str | None:
+    """Why ``directory`` can't be used now (moved away, its mount dead), or None."""
+
+    def check() -> str | None:
+        try:
+            os.stat(directory)
+        except OSError as e:
+            return f"the app dir {directory} can't be read: {e.strerror}"
+        return None
+
+    # Abandonable, in a daemon thread: a hung mount must not hold the reload loop, Ctrl-C, nor
+    # the interpreter's exit.
+    return await run_sync(check)
+
+
+def _cwd() -> str:
+    """The working directory, for log lines; "" once it is gone (deleted, its mount dead)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
 
 
 def serve(app: str, **options: Any) -> None:
@@ -456,13 +712,16 @@ def serve(app: str, **options: Any) -> None:
     process while it runs: called from the main thread, it handles SIGINT and SIGTERM by stopping
     the workers gracefully and returning (its handlers go when it returns).
     """
-    watcher = {k: options.pop(k) for k in WATCHER_KEYS if k in options}
-    config = ServeConfig(app=app, watcher=watcher, **options)
+    watcher = take_watcher_options(options, WATCHER_KEYS)
+    # uvicorn.run()'s other arguments (ws=, http=, headers=, ...) go to the workers' Config.
+    fields = {f.name for f in dataclasses.fields(ServeConfig)}
+    passed = {k: options.pop(k) for k in list(options) if k not in fields}
+    config = ServeConfig(app=app, watcher=watcher, uvicorn=passed, **options)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             if threading.current_thread() is threading.main_thread():
-                tg.start_soon(cancel_on_signals, tg.cancel_scope)
+                await tg.start(cancel_on_signals, tg.cancel_scope)
             await serve_async(config)
 
     with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C that came before the handlers

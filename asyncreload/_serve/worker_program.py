@@ -6,14 +6,20 @@ imports the app (fresh code, since this is a fresh process), runs uvicorn on the
 the supervisor bound and passed down, and says ``ready`` once lifespan startup is done. If the
 app fails to import or start, it says ``failed`` with a short traceback and exits.
 
-The control channel is a Unix socket (one JSON object per line). The worker dies with the
-supervisor: when the supervisor exits, even by SIGKILL, the kernel closes its end of the channel,
-and the worker stops (a standby at once, a serving worker after draining). Not PR_SET_PDEATHSIG:
-that fires when the *thread* that started the process exits, and trio starts processes from
-worker threads that come and go. Whatever the app started goes with the worker, which is a child
-subreaper so that not even a double-forked background job escapes.
+The control channel is a Unix socket (one JSON object per line), read by a thread of its own from
+the worker's first instant. The worker dies with the supervisor: when the supervisor exits, even
+by SIGKILL, the kernel closes its end of the channel, and the thread sees it whatever the main
+thread is doing (a standby preloading, an import that hangs, an event loop never started): a
+worker that is not serving yet goes at once, a serving one after draining. Not
+PR_SET_PDEATHSIG: that fires when the *thread* that started the process exits, and trio starts
+processes from worker threads that come and go. Whatever the app started goes with the worker,
+which is a child subreaper so that not even a double-forked background job escapes.
 
-Run as ``python -m asyncreload._worker CONTROL_FD``; nothing here is public.
+A reload stops the old worker without failing a request, keep-alive connections included (see
+:class:`_Drain`).
+
+Run by the supervisor as ``python -m asyncreload._serve.worker_program CONTROL_FD LISTEN_FD``
+(two inherited file descriptors); nothing here is public, and it is not for use by hand.
 """
 
 from __future__ import annotations
@@ -23,74 +29,167 @@ import contextlib
 import importlib
 import inspect
 import json
+import math
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-from ._guard import PR_SET_CHILD_SUBREAPER, end_descendants, prctl
+from .._run.guard_program import PR_SET_CHILD_SUBREAPER, end_descendants, prctl
 
-# What every worker needs: imported while the worker waits, not while the user does.
+# What every worker needs: imported while the worker waits, not while the user does. uvicorn's
+# own "auto" modules pick the HTTP and WebSocket implementations (httptools or h11; websockets'
+# sans-I/O one or wsproto) and the event loop (uvloop or asyncio) exactly as uvicorn does, so
+# nothing is imported that uvicorn would not import (importing its deprecated legacy
+# websockets module, say, prints a deprecation warning at every start).
 _WARM_MODULES = (
     "uvicorn.config",
     "uvicorn.server",
     "uvicorn.lifespan.on",
-    "uvicorn.protocols.http.h11_impl",
-    "uvicorn.protocols.http.httptools_impl",
-    "uvicorn.protocols.websockets.websockets_impl",
-    "uvicorn.protocols.websockets.wsproto_impl",
+    "uvicorn.protocols.http.auto",
+    "uvicorn.protocols.websockets.auto",
+    "uvicorn.loops.auto",
+    "uvicorn.loops.uvloop",  # imported by uvicorn.loops.auto when called, if uvloop is there
     "uvicorn.middleware.proxy_headers",
-    "uvicorn.middleware.wsgi",
     "uvicorn.middleware.asgi2",
     "uvicorn.middleware.message_logger",
+    "a2wsgi",
 )
 
 
 class _Channel:
+    """The control channel. A daemon thread reads it: ``hello`` and ``go`` are queued for the
+    main thread; ``stop`` and the supervisor's death (end of file) are acted on in the thread,
+    since the main thread may be stuck in the app's import."""
+
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
-        self.file = self.sock.makefile("rwb", buffering=0)
+        self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._on_stop: Callable[[bool], None] | None = None
+        self._grace: float | None = None
+        threading.Thread(target=self._read, name="asyncreload-control", daemon=True).start()
 
     def send(self, **message: Any) -> None:
-        with contextlib.suppress(OSError):
-            self.file.write(json.dumps(message).encode() + b"\n")
+        with self._send_lock, contextlib.suppress(OSError):
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
 
     def receive(self) -> dict[str, Any] | None:
-        line = self.file.readline()
-        return json.loads(line) if line else None
+        """The next message for the main thread (``hello``, ``go``)."""
+        return self.inbox.get()
+
+    def serving(self, on_stop: Callable[[bool], None], grace: float | None) -> None:
+        """From now on a stop drains through ``on_stop(handover)`` (called in this thread)
+        instead of ending the process; ``grace`` bounds the drain once the supervisor has gone."""
+        with self._lock:
+            self._on_stop, self._grace = on_stop, grace
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in self.sock.makefile("rb"):
+                message = json.loads(line)
+                if message.get("op") == "stop":
+                    self._stop(handover=bool(message.get("handover")))
+                else:
+                    self.inbox.put(message)
+        self._stop(handover=False, orphaned=True)
+
+    def _stop(self, *, handover: bool, orphaned: bool = False) -> None:
+        with self._lock:
+            on_stop, grace = self._on_stop, self._grace
+        if on_stop is None:  # a standby, or an import under way: nothing to finish
+            _exit_now(0)
+        on_stop(handover)
+        if orphaned:
+            # Nobody is left to SIGKILL us if the drain never ends (an event loop that a
+            # handler blocks): bound it here, as the supervisor would.
+            time.sleep((10.0 if grace is None else grace) + APP_CHILDREN_GRACE + 2.0)
+            _exit_now(1)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process from any thread: what the app started first, then this process."""
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        end_descendants(APP_CHILDREN_GRACE)
+    os._exit(code)
 
 
 def _preload(modules: list[str]) -> None:
     for name in modules:
         # A module that fails to import here will fail (or not be needed) in the app too;
         # the app's own import is what reports errors.
-        with contextlib.suppress(Exception):
+        before = set(sys.modules)
+        try:
             importlib.import_module(name)
+        except Exception:
+            # What the failed import did load goes too: Python drops only the modules that
+            # failed, so a package whose __init__ failed would come back without the attributes
+            # of the submodules it had imported (an import that met the app dir on a mount that
+            # just died, ENOTCONN, left uvicorn without uvicorn.logging: every later worker
+            # failed in uvicorn.Config).
+            for loaded in set(sys.modules) - before:
+                del sys.modules[loaded]
 
 
-def _third_party_modules(project_dirs: list[str]) -> list[str]:
-    """Modules loaded from outside the project: safe to preload in the next standby."""
-    roots = tuple(os.path.realpath(d).rstrip("/") + "/" for d in project_dirs)
+def _third_party_modules(user_dirs: list[str]) -> list[str]:
+    """Modules loaded from outside the user's code (the app dir and every watched directory):
+    safe to preload in the next standby, since no watched change can make them stale."""
+    roots = _roots(user_dirs)
     names = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if not path or name == "__main__" or name.startswith("asyncreload"):
             continue
-        if not os.path.realpath(path).startswith(roots):
+        if not _under(path, roots):
             names.append(name)
     return sorted(names)
 
 
-def short_traceback(exc: BaseException, app_dirs: list[str]) -> str:
-    """The traceback a user needs: their frames and the error, without importlib's."""
+def _stale_modules(changed: list[str]) -> list[str]:
+    """Modules this standby has loaded from a file in ``changed``: it must not serve them.
+
+    The preload list leaves the user's code out, but a preloaded module may import some of it,
+    or a changed file may lie outside every watched directory the list was made with."""
+    changed_files = {os.path.realpath(p) for p in changed}
+    names = {os.path.basename(p) for p in changed_files}
+    stale = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        # The name first: resolving every module's path would cost milliseconds on each reload.
+        if path and os.path.basename(path) in names and os.path.realpath(path) in changed_files:
+            stale.append(name)
+    return sorted(stale)
+
+
+def _roots(dirs: list[str]) -> tuple[str, ...]:
+    # As given (absolute), never resolved here: a watched directory may lie on a mount that
+    # hangs, and resolving it would stop this worker with it. A module's own path is resolved
+    # too (it lies in the app dir or beside the installed packages).
+    return tuple(d.rstrip("/") + "/" for d in dirs)
+
+
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    """True if the file ``path`` lies in one of ``roots``, as written or resolved."""
+    return os.path.abspath(path).startswith(roots) or os.path.realpath(path).startswith(roots)
+
+
+def short_traceback(exc: BaseException, user_dirs: list[str]) -> str:
+    """The traceback a user needs: their frames (under the app dir or a watched directory) and
+    the error, without importlib's."""
     frames = traceback.extract_tb(exc.__traceback__)
-    roots = tuple(os.path.realpath(d).rstrip("/") + "/" for d in app_dirs)
+    roots = _roots(user_dirs)
     mine = [
         f for f in frames
-        if os.path.isabs(f.filename) and os.path.realpath(f.filename).startswith(roots)
+        if os.path.isabs(f.filename) and _under(f.filename, roots)
     ]  # fmt: skip
     lines = traceback.format_list(mine) if mine else []
     return "".join(lines + traceback.format_exception_only(type(exc), exc)).rstrip()
@@ -120,16 +219,23 @@ def _load_app(spec: dict[str, Any]) -> tuple[Any, str]:
     interface = spec.get("interface") or "auto"
     if interface == "auto" and _is_wsgi(app):
         interface = "wsgi"
+    if interface == "wsgi":
+        # a2wsgi, not uvicorn's own WSGI middleware: that one is deprecated and joins repeated
+        # headers into one illegal value, so every Django response that sets a cookie failed.
+        from a2wsgi import WSGIMiddleware
+
+        return WSGIMiddleware(app), "asgi3"
     return app, interface
 
 
 def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
     import uvicorn
 
+    user_dirs = spec.get("user_dirs") or spec["app_dirs"]
     try:
         app, interface = _load_app(spec)
     except BaseException as e:  # the user's code: anything at all can come out of an import
-        channel.send(op="failed", error=short_traceback(e, spec["app_dirs"]))
+        channel.send(op="failed", error=short_traceback(e, user_dirs))
         return 1
 
     sock = socket.socket(fileno=listen_fd)
@@ -144,84 +250,171 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
         access_log=spec.get("access_log", True),
         timeout_graceful_shutdown=spec.get("timeout_graceful_shutdown"),
         env_file=spec.get("env_file"),
+        **spec.get("uvicorn", {}),
     )
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            self.config.loaded_app = drain.wrap(self.config.loaded_app)
             await super().startup(sockets)
             if self.started:
                 channel.send(op="ready", pid=os.getpid())
-                channel.send(op="modules", names=_third_party_modules(spec["app_dirs"]))
+                channel.send(op="modules", names=_third_party_modules(user_dirs))
 
     server = Server(config)
+    drain = _Drain(server, config.timeout_graceful_shutdown)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        # The supervisor going away (its end of the channel closed) is a stop request too.
-        loop.add_reader(channel.sock.fileno(), _on_control, channel, server)
+        channel.serving(lambda handover: drain.start(loop, handover), drain.grace)
         await server.serve(sockets=[sock])
 
     try:
-        asyncio.run(main())
+        _run_on_uvicorns_loop(config, main)
     except SystemExit as e:  # uvicorn exits this way when lifespan startup fails
         if not server.started:
             channel.send(op="failed", error="the app's lifespan startup failed (see above)")
         return e.code if isinstance(e.code, int) else 1
     except BaseException as e:
         if not server.started:
-            channel.send(op="failed", error=short_traceback(e, spec["app_dirs"]))
+            channel.send(op="failed", error=short_traceback(e, user_dirs))
             return 1
         raise
     return 0
 
 
-def _on_control(channel: _Channel, server: Any) -> None:
-    try:
-        data = channel.sock.recv(4096)
-    except BlockingIOError:
+def _run_on_uvicorns_loop(config: Any, main: Callable[[], Any]) -> None:
+    """Run ``main()`` on the event loop uvicorn would pick (``--loop``: uvloop when installed)."""
+    get_loop_factory = getattr(config, "get_loop_factory", None)
+    if get_loop_factory is None:  # uvicorn < 0.36 sets an event loop policy instead
+        config.setup_event_loop()
+        asyncio.run(main())
         return
-    except OSError:
-        data = b""
-    if not data or b'"stop"' in data:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(channel.sock.fileno())
-        _draining.add(loop.create_task(_drain_then_exit(server)))
+    from uvicorn._compat import asyncio_run  # asyncio.run with loop_factory, on Python 3.10 too
+
+    asyncio_run(main(), loop_factory=get_loop_factory())
 
 
 APP_CHILDREN_GRACE = 1.0
 """Seconds the app's own child processes get, after SIGTERM, to exit with the worker."""
 
-_draining: set[asyncio.Task[None]] = set()
-DRAIN_S = 1.0
+
+STOP_WAIT_S = 1.0
+"""Seconds a stopping worker waits, at most, for just-accepted connections to hold a request."""
 
 
-async def _drain_then_exit(server: Any) -> None:
-    """Stop accepting, let just-accepted connections deliver their request, then shut down.
+class _Drain:
+    """Retiring a serving worker without failing a request, keep-alive connections included.
 
-    uvicorn's shutdown closes every connection that has no request in progress, including one
-    accepted a moment ago whose request is still in the kernel's buffer: that client would see
-    its connection dropped. So first stop accepting (the new worker takes the backlog from
-    here), and give such connections up to a second to become requests, which uvicorn's
-    graceful shutdown then lets finish.
+    uvicorn's own shutdown closes every connection with no request in progress, including one
+    whose next request is on the wire, and lets the others finish without telling their client
+    to go elsewhere: a busy keep-alive client then gets a reset or an empty reply. On a reload
+    (``handover``) this worker instead stops accepting (the new one takes the backlog from
+    here), answers every request that reaches it from then on with ``Connection: close``
+    (so its connection closes after that response, with the client told), and waits, up to the
+    graceful timeout, for every open connection to get such an answer. A busy client sends
+    within milliseconds; only connections that stayed idle all that time are left for uvicorn's
+    shutdown to close. Any other stop (the restart strategy's reload, Ctrl-C) is uvicorn's
+    shutdown, once the connections accepted a moment ago hold their request (:meth:`_stop`).
     """
-    loop = asyncio.get_running_loop()
-    # Stop accepting without closing the asyncio server: Server.close() makes the connections
-    # it accepted a moment ago, still being set up in tasks of their own, fail to attach, and
-    # asyncio then closes them unanswered. Removing the listening socket's reader stops the
-    # accepting and lets those finish; uvicorn's shutdown closes the server later.
-    for s in getattr(server, "servers", []):
-        for listener in s.sockets:
-            loop.remove_reader(listener.fileno())
-    await asyncio.sleep(0.05)  # the tasks that set up accepted connections run now
-    deadline = loop.time() + DRAIN_S
-    while loop.time() < deadline and any(  # noqa: ASYNC110 (uvicorn offers no event for this)
-        getattr(c, "cycle", True) is None for c in server.server_state.connections
-    ):
-        await asyncio.sleep(0.005)
-    server.should_exit = True
+
+    def __init__(self, server: Any, grace: float | None) -> None:
+        self.server = server
+        self.grace = grace
+        self.draining = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wrap(self, app: Any) -> Any:
+        """``app`` with ``Connection: close`` on every response started while draining."""
+
+        async def closing(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+
+            async def send_closing(message: Any) -> None:
+                if self.draining and message["type"] == "http.response.start":
+                    kept = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
+                    message = {**message, "headers": [*kept, (b"connection", b"close")]}
+                await send(message)
+
+            await app(scope, receive, send_closing)
+
+        return closing
+
+    def start(self, loop: asyncio.AbstractEventLoop, handover: bool) -> None:
+        """Begin (from any thread)."""
+        with contextlib.suppress(RuntimeError):  # the loop has ended: the worker is exiting
+            loop.call_soon_threadsafe(self._begin, handover)
+
+    def _begin(self, handover: bool) -> None:
+        if not handover and self.draining:
+            self.server.should_exit = True  # stopped for good while handing over: at once
+            return
+        if self._tasks:
+            return  # already on its way out
+        task = asyncio.get_running_loop().create_task(
+            self._hand_over() if handover else self._stop()
+        )
+        self._tasks.add(task)  # held: the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stop(self) -> None:
+        """uvicorn's graceful shutdown, once the connections accepted a moment ago hold their
+        request: uvicorn closes a connection with no request in progress, so a request still on
+        the wire would get no answer (the restart strategy's reload, Ctrl-C). Waits for them at
+        most STOP_WAIT_S; new connections wait in the backlog for the next worker."""
+        loop = asyncio.get_running_loop()
+        self._stop_accepting(loop)
+        await asyncio.sleep(0.05)  # the tasks that set up accepted connections run
+        deadline = loop.time() + STOP_WAIT_S
+        while loop.time() < deadline and any(  # noqa: ASYNC110 (uvicorn offers no event for it)
+            getattr(c, "cycle", True) is None for c in self.server.server_state.connections
+        ):
+            await asyncio.sleep(0.005)
+        self.server.should_exit = True
+
+    def _stop_accepting(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Stop accepting without closing the asyncio server: Server.close() makes the connections
+        # it accepted a moment ago, still being set up in tasks of their own, fail to attach, and
+        # asyncio then closes them unanswered. Removing the listening socket's reader stops the
+        # accepting and lets those finish; uvicorn's shutdown closes the server later.
+        selector_loop = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        for s in getattr(self.server, "servers", []):
+            if not selector_loop:
+                # uvloop accepts in libuv, not through a reader, and sets a connection up at once
+                # (no task to fail): closing its server just stops the accepting.
+                s.close()
+                continue
+            for listener in s.sockets:
+                loop.remove_reader(listener.fileno())
+
+    async def _hand_over(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.draining = True
+        self._stop_accepting(loop)
+        grace = math.inf if self.grace is None else self.grace
+        deadline = loop.time() + grace
+        await asyncio.sleep(min(0.05, grace))  # the tasks that set up accepted connections run
+        # uvicorn offers no event for a connection's end: poll its set.
+        while self.server.server_state.connections and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        if self.grace is not None:
+            # What is still running (a stream, a WebSocket) gets what is left of the grace.
+            self.server.config.timeout_graceful_shutdown = max(0.0, deadline - loop.time())
+        self.server.should_exit = True
+
+
+USAGE = (
+    "usage: python -m asyncreload._serve.worker_program CONTROL_FD LISTEN_FD\n"
+    "(a worker of 'asyncreload serve', which starts it; not for use by hand)"
+)
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not all(a.isdigit() for a in argv):
+        print(USAGE, file=sys.stderr)
+        return 2
     control_fd, listen_fd = int(argv[0]), int(argv[1])
     channel = _Channel(control_fd)
     _preload(list(_WARM_MODULES))
@@ -234,8 +427,11 @@ def main(argv: list[str]) -> int:
     message = channel.receive()
     if message is None or message.get("op") != "go":
         return 0
+    stale = _stale_modules(message.get("changed", []))
+    if stale:
+        channel.send(op="stale", names=stale)
+        return 0
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn installs its own in serve()
-    channel.sock.setblocking(False)
     # What the app starts (a task queue, a dev asset watcher) ends with this worker, on a
     # reload or when the supervisor dies, even if it double-forked out of the process group:
     # as a subreaper, the worker inherits such orphans instead of init.

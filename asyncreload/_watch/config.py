@@ -1,14 +1,8 @@
 """The one place where defaults, environment variables and arguments become settings.
 
-Precedence: an explicit argument, then the environment, then the default.
-
-==============================  =================================================
-``ASYNCRELOAD_FORCE_POLLING``   ``1``/``true``/``yes``: poll everything
-``ASYNCRELOAD_POLL``            paths to poll, separated by ``:`` (``os.pathsep``)
-``ASYNCRELOAD_POLL_INTERVAL``   seconds between sweeps
-``ASYNCRELOAD_DEBOUNCE``        milliseconds of quiet that end a batch
-``ASYNCRELOAD_EVENTS_BACKEND``  ``inotify`` (Linux's default) or ``watchfiles``
-==============================  =================================================
+Precedence: an explicit argument, then the environment, then the default. The environment
+variables are :data:`ENVIRONMENT` (the CLI's ``--help`` and README list the same); the numbers'
+ranges and units are :data:`QUANTITIES`, checked by one rule wherever a number comes from.
 """
 
 from __future__ import annotations
@@ -20,15 +14,89 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
-__all__ = ["DEFAULTS", "EventsBackend", "WatchSettings", "resolve"]
+__all__ = [
+    "BACKEND_VAR",
+    "DEFAULTS",
+    "ENVIRONMENT",
+    "QUANTITIES",
+    "EventsBackend",
+    "Quantity",
+    "WatchSettings",
+    "resolve",
+]
 
 EventsBackend = Literal["inotify", "watchfiles"]
 """What reads the kernel's events: our own inotify reader (Linux), or watchfiles' Rust backend."""
 
 _EVENTS_BACKENDS: dict[str, EventsBackend] = {"inotify": "inotify", "watchfiles": "watchfiles"}
 _LINUX = sys.platform.startswith("linux")
+
+BACKEND_VAR = "ASYNCRELOAD_BACKEND"
+"""The event loop the CLI runs on (the library runs on the caller's)."""
+
+ENVIRONMENT: dict[str, str] = {
+    "ASYNCRELOAD_FORCE_POLLING": "1 (or true/yes): poll everything",
+    "ASYNCRELOAD_POLL": "PATH:PATH: paths to poll (os.pathsep between them)",
+    "ASYNCRELOAD_POLL_INTERVAL": "SECONDS between the starts of two sweeps",
+    "ASYNCRELOAD_POLL_CPU": "PERCENT of one core the sweeps may use",
+    "ASYNCRELOAD_DEBOUNCE": "MS of quiet that end a batch",
+    "ASYNCRELOAD_EVENTS_BACKEND": "inotify|watchfiles: what reads kernel events",
+    BACKEND_VAR: "asyncio|trio: the CLI's event loop",
+}
+"""Every environment variable asyncreload reads, with what its value means: the one list that
+``--help``, this module and the README's test agree with. An option given wins over each."""
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number's unit and range: finite always (NaN and infinity mean nothing as a time)."""
+
+    unit: str
+    zero_ok: bool = False
+    maximum: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with ``value``, in the unit it was given in; None if nothing.
+
+        >>> Quantity("milliseconds", zero_ok=True).problem(-5)
+        'must be a non-negative number of milliseconds, not -5'
+        >>> Quantity("seconds").problem(float("nan"))
+        'must be a positive number of seconds, not nan'
+        """
+        too_big = self.maximum is not None and value > self.maximum
+        if math.isfinite(value) and value >= 0 and (value > 0 or self.zero_ok) and not too_big:
+            return None
+        if self.maximum is not None:
+            low = "at least 0" if self.zero_ok else "above 0"
+            return (
+                f"must be a number of {self.unit}, {low} and up to {self.maximum:g}, not {value:g}"
+            )
+        sign = "non-negative" if self.zero_ok else "positive"
+        return f"must be a {sign} number of {self.unit}, not {value:g}"
+
+    def check(self, name: str, value: float) -> float:
+        """``value``, or :class:`ConfigError` naming ``name`` (an option, variable or key)."""
+        problem = self.problem(value)
+        if problem is not None:
+            raise ConfigError(f"{name} {problem}")
+        return value
+
+
+QUANTITIES: dict[str, Quantity] = {
+    "poll_interval": Quantity("seconds"),
+    "poll_cpu": Quantity("percent of one core", maximum=100),
+    "debounce": Quantity("milliseconds", zero_ok=True),
+    "max_wait": Quantity("milliseconds"),
+    "grace": Quantity("seconds", zero_ok=True),
+    "reload_delay": Quantity("seconds", zero_ok=True),
+}
+"""The numbers a user types (options, ``ASYNCRELOAD_*``, ``[tool.asyncreload]``), in the units
+they are typed in: the CLI's option names, whose ``_`` are ``-`` on the command line."""
+
+_SECONDS = {"debounce": Quantity("seconds", zero_ok=True), "max_wait": Quantity("seconds")}
+"""The library's arguments are all seconds."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +105,8 @@ class WatchSettings:
 
     force_polling: bool = False
     poll: tuple[str, ...] = ()
+    env_poll: tuple[str, ...] = ()
+    """Paths to poll from ``ASYNCRELOAD_POLL`` (kept apart to name the source in errors)."""
     events: tuple[str, ...] = ()
     poll_interval: float = 0.3
     """Seconds from the start of one sweep to the start of the next (the pause after a sweep
@@ -73,14 +143,15 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name}={raw!r}: expected 1/0, true/false, yes/no")
 
 
-def _env_float(env: Mapping[str, str], name: str) -> float | None:
+def _env_number(env: Mapping[str, str], name: str, setting: str) -> float | None:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    return QUANTITIES[setting].check(name, value)
 
 
 def _events_backend(env: Mapping[str, str], name: str) -> EventsBackend | None:
@@ -96,18 +167,10 @@ def _events_backend(env: Mapping[str, str], name: str) -> EventsBackend | None:
     return backend
 
 
-def _positive(name: str, value: float, *, zero_ok: bool = False) -> float:
-    if math.isnan(value) or value < 0 or (value == 0 and not zero_ok):  # NaN included
-        raise ConfigError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} "
-                          f"number of seconds, not {value!r}")  # fmt: skip
-    return value
-
-
-def _percent(name: str, value: float) -> float:
-    if not 0 < value <= 100:  # NaN included
-        raise ConfigError(f"{name} must be a percentage of one core (above 0, up to 100), "
-                          f"not {value!r}")  # fmt: skip
-    return value
+def _argument(name: str, value: float | None, default: float) -> float:
+    if value is None:
+        return default
+    return _SECONDS.get(name, QUANTITIES[name]).check(name.replace("_", " "), value)
 
 
 def resolve(
@@ -134,31 +197,28 @@ def resolve(
         force_polling = _env_bool(env, "ASYNCRELOAD_FORCE_POLLING") or False
     env_poll = [p for p in env.get("ASYNCRELOAD_POLL", "").split(os.pathsep) if p]
     if poll_interval is None:
-        poll_interval = _env_float(env, "ASYNCRELOAD_POLL_INTERVAL")
+        poll_interval = _env_number(env, "ASYNCRELOAD_POLL_INTERVAL", "poll_interval")
     if poll_cpu is None:
-        poll_cpu = _env_float(env, "ASYNCRELOAD_POLL_CPU")
+        poll_cpu = _env_number(env, "ASYNCRELOAD_POLL_CPU", "poll_cpu")
     if debounce is None:
-        debounce_ms = _env_float(env, "ASYNCRELOAD_DEBOUNCE")
+        debounce_ms = _env_number(env, "ASYNCRELOAD_DEBOUNCE", "debounce")
         debounce = None if debounce_ms is None else debounce_ms / 1000
     settings = WatchSettings(
         force_polling=force_polling,
-        poll=(*poll, *env_poll),
+        poll=tuple(poll),
+        env_poll=tuple(env_poll),
         events=tuple(events),
-        poll_interval=_positive(
-            "poll interval", DEFAULTS.poll_interval if poll_interval is None else poll_interval
-        ),
-        poll_cpu=None if poll_cpu is None else _percent("poll CPU", poll_cpu),
-        debounce=_positive(
-            "debounce", DEFAULTS.debounce if debounce is None else debounce, zero_ok=True
-        ),
-        max_wait=_positive("max wait", DEFAULTS.max_wait if max_wait is None else max_wait),
+        poll_interval=_argument("poll_interval", poll_interval, DEFAULTS.poll_interval),
+        poll_cpu=None if poll_cpu is None else _argument("poll_cpu", poll_cpu, 0),
+        debounce=_argument("debounce", debounce, DEFAULTS.debounce),
+        max_wait=_argument("max_wait", max_wait, DEFAULTS.max_wait),
         events_backend=(
             _events_backend(env, "ASYNCRELOAD_EVENTS_BACKEND") or DEFAULTS.events_backend
         ),
     )
     if settings.max_wait < settings.debounce:
         raise ConfigError(
-            f"max wait ({settings.max_wait} s) must not be shorter than debounce "
-            f"({settings.debounce} s)"
+            f"max wait ({settings.max_wait * 1000:g} ms) must not be shorter than debounce "
+            f"({settings.debounce * 1000:g} ms)"
         )
     return settings

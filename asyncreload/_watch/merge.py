@@ -11,15 +11,24 @@ changes fold into the pending batch, which holds at most one entry per path.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from ._types import Change, ChangeKind, Source
+from .._types import Change, ChangeKind, Source
 
-__all__ = ["ChangeBatch", "ChangeStream", "Pending", "merge"]
+__all__ = [
+    "ChangeBatch",
+    "ChangeStream",
+    "Pending",
+    "StreamStatistics",
+    "fold",
+    "merge",
+    "relative_to",
+    "summarize",
+]
 
 BURST_PATHS = 16
 """A batch this big is a burst, not an edit."""
@@ -28,6 +37,8 @@ BURST_DEBOUNCE = 0.15
 
 ChangeBatch = tuple[Change, ...]
 """One batch: each path once, sorted by path."""
+_SHOWN = 3
+"""Changed paths named in a batch's summary (the log line of a restart or a reload)."""
 
 
 @dataclass
@@ -106,10 +117,36 @@ class Pending:
         return batch
 
 
+def fold(*batches: Iterable[Change]) -> ChangeBatch:
+    """One batch of consecutive ones, by the stream's net-change rule (:class:`Pending`'s): what a
+    restart hands its command when more changes came while it stopped.
+
+    >>> a, m = (Change(k, "/a", Source.EVENTS) for k in (ChangeKind.ADDED, ChangeKind.MODIFIED))
+    >>> [str(c) for c in fold([a], [m])]
+    ['added /a (events)']
+    """
+    pending = Pending(debounce=0, max_wait=0)
+    for batch in batches:
+        pending.add(batch, now=0)
+    return pending.take()
+
+
 def _net_kind(net: _Net) -> ChangeKind | None:
     if net.existed_before:
         return ChangeKind.MODIFIED if net.exists_now else ChangeKind.DELETED
     return ChangeKind.ADDED if net.exists_now else None
+
+
+@dataclass(frozen=True)
+class StreamStatistics:
+    """A :class:`ChangeStream`'s state, as anyio's ``statistics()`` give theirs."""
+
+    pending: int
+    """Paths with a net change not yet handed out."""
+    due_in: float | None
+    """Seconds until that batch is due (0: now); None while nothing is pending."""
+    closed: bool
+    """Every source has stopped: what is pending is the last batch."""
 
 
 class ChangeStream:
@@ -136,20 +173,34 @@ class ChangeStream:
 
     async def __anext__(self) -> ChangeBatch:
         while True:
-            due = self._pending.due_at()
+            batch = self.take_nowait()
+            if batch:
+                return batch
+            due = self._pending.due_at()  # None, or later: a due batch that netted out is gone
             if due is None:
                 if self._closed:
                     raise StopAsyncIteration
                 await self._arrived.wait()
                 continue
-            delay = due - self._clock()
-            if delay <= 0 or self._closed:
-                batch = self._pending.take()
-                if batch:
-                    return batch
-                continue
-            with anyio.move_on_after(delay):
+            with anyio.move_on_after(due - self._clock()):
                 await self._arrived.wait()
+
+    def take_nowait(self) -> ChangeBatch:
+        """The batch that is due now, or ``()``: never waits (and is not a checkpoint), for a
+        consumer that must fold in what is ready without blocking."""
+        due = self._pending.due_at()
+        if due is not None and (due <= self._clock() or self._closed):
+            return self._pending.take()
+        return ()
+
+    def statistics(self) -> StreamStatistics:
+        """What the stream holds now."""
+        due = self._pending.due_at()
+        return StreamStatistics(
+            pending=len(self._pending),
+            due_in=None if due is None else max(0.0, due - self._clock()),
+            closed=self._closed,
+        )
 
     def _feed(self, changes: Iterable[Change]) -> None:
         self._pending.add(changes, now=self._clock())
@@ -172,3 +223,21 @@ async def merge(receive: ObjectReceiveStream[list[Change]], stream: ChangeStream
                 stream._feed(changes)
     finally:
         stream._close()
+
+
+def summarize(batch: Sequence[Change], cwd: str, shown: int = _SHOWN) -> str:
+    """``3 changes: a.py, b.py, c.py`` or ``2,000 changes: a.py, b.py, c.py, ...``.
+
+    >>> from asyncreload import Change, ChangeKind, Source
+    >>> batch = [Change(ChangeKind.MODIFIED, f"/p/{n}.py", Source.EVENTS) for n in "abcd"]
+    >>> summarize(batch, "/p"), summarize(batch[:1], "/q")
+    ('4 changes: a.py, b.py, c.py, ...', '1 change: /p/a.py')
+    """
+    names = [relative_to(c.path, cwd) for c in batch[:shown]]
+    more = ", ..." if len(batch) > shown else ""
+    return f"{len(batch):,} change{'s' if len(batch) != 1 else ''}: {', '.join(names)}{more}"
+
+
+def relative_to(path: str, cwd: str) -> str:
+    """``path`` relative to ``cwd`` when it lies below it, else as it is (for log lines)."""
+    return path[len(cwd) + 1 :] if path.startswith(cwd.rstrip("/") + "/") else path

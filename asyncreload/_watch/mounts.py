@@ -1,18 +1,33 @@
 """The mount table: which file systems inotify can't see into.
 
 A pure parser of ``/proc/self/mountinfo`` and a classifier of file system types; the only I/O is
-:func:`read_mounts`, a thin shell. Network and FUSE file systems are polled because a change made
-on the far side of the mount (the sshfs server, the Docker Desktop or WSL2 host, another NFS
-client) raises no inotify event here.
+in :func:`read_mounts` and :class:`MountTable` (which says when the table changes), thin shells.
+Network and FUSE file systems are polled because a change made on the far side of the mount
+(the sshfs server, the Docker Desktop or WSL2 host, another NFS client) raises no inotify event
+here.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import select
 import sys
+import threading
 from dataclasses import dataclass
+from types import TracebackType
 
-__all__ = ["Mount", "parse_mountinfo", "poll_reason", "read_mounts", "unescape"]
+import anyio
+
+__all__ = [
+    "Mount",
+    "MountTable",
+    "cache_delay",
+    "parse_mountinfo",
+    "poll_reason",
+    "read_mounts",
+    "unescape",
+]
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -69,6 +84,10 @@ class Mount:
     mount_point: str
     fstype: str
     source: str
+    options: str = ""
+    """The super block's options (the last field), e.g. ``rw,vers=4.2,acregmin=10``."""
+    device: int = -1
+    """The ``st_dev`` of the files on it (field 3, ``major:minor``); -1 if unknown."""
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
@@ -92,6 +111,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 mount_point=unescape(fields[4]),
                 fstype=fields[sep + 1],
                 source=unescape(fields[sep + 2]),
+                options=fields[sep + 3] if len(fields) > sep + 3 else "",
+                device=os.makedev(*map(int, fields[2].split(":"))),
             )
         except (ValueError, IndexError):
             continue
@@ -110,6 +131,80 @@ def poll_reason(fstype: str) -> str | None:
     return _POLLED_TYPES.get(fstype)
 
 
+def _seconds(options: str) -> dict[str, int]:
+    found = {}
+    for option in options.split(","):
+        name, _, value = option.partition("=")
+        if value.isdigit():
+            found[name] = int(value)
+    return found
+
+
+_FUSE_KERNEL_CACHE = (
+    "the kernel caches attributes for attr_timeout and names for entry_timeout (1 s each by "
+    "default, not shown in the mount table)"
+)
+
+
+def cache_delay(mount: Mount) -> str | None:
+    """How late a far-side change may show through ``mount``, and the mount option that removes
+    the delay; None when nothing is known to delay what stat() sees.
+
+    From the mount's own options where the kernel shows them (NFS, SMB), else the known
+    defaults (sshfs, rclone, FUSE: their caches live in the daemon and libfuse, unseen here).
+
+    >>> m = Mount(1, 0, "/net/home", "nfs4", "fs1:/home", "rw,vers=4.2,acregmin=10,hard")
+    >>> cache_delay(m)
+    'NFS caches attributes: a change made elsewhere shows 10-60 s late (acregmin=10, acregmax=60; new and deleted files 30-60 s: acdirmin, acdirmax); mount with noac (or actimeo=0) to see it at once'
+    >>> cache_delay(Mount(1, 0, "/net/home", "nfs4", "fs1:/home", "rw,noac")) is None
+    True
+    """  # noqa: E501
+    fstype, opts = mount.fstype, _seconds(mount.options)
+    if fstype in ("nfs", "nfs4"):
+        if "noac" in mount.options.split(","):
+            return None
+        # The kernel shows these only when they differ from its defaults (actimeo=N sets all four).
+        regmin, regmax = opts.get("acregmin", 3), opts.get("acregmax", 60)
+        dirmin, dirmax = opts.get("acdirmin", 30), opts.get("acdirmax", 60)
+        if regmax == dirmax == 0:
+            return None
+        return (
+            f"NFS caches attributes: a change made elsewhere shows {regmin}-{regmax} s late "
+            f"(acregmin={regmin}, acregmax={regmax}; new and deleted files {dirmin}-{dirmax} s: "
+            "acdirmin, acdirmax); mount with noac (or actimeo=0) to see it at once"
+        )
+    if fstype in ("cifs", "smb3"):
+        # actimeo=N when both are equal, else acregmax and acdirmax; 1 s by default.
+        timeout = max(opts.get(k, 0) for k in ("actimeo", "acregmax", "acdirmax"))
+        if not any(k in opts for k in ("actimeo", "acregmax", "acdirmax")):
+            timeout = 1
+        if timeout == 0:
+            return None
+        return (
+            f"SMB caches attributes for {timeout} s (actimeo={timeout}): a change made elsewhere "
+            "shows up to that late; mount with actimeo=0 to see it at once"
+        )
+    if fstype == "fuse.sshfs":
+        return (
+            "sshfs caches attributes and listings for 20 s by default, and "
+            f"{_FUSE_KERNEL_CACHE}: a change made on the server shows up to ~21 s late; mount "
+            "with -o dir_cache=no (sshfs 2: -o cache=no; or a shorter -o dcache_timeout=N) "
+            "and -o attr_timeout=0,entry_timeout=0 to see it at once"
+        )
+    if fstype == "fuse.rclone":
+        return (
+            "rclone caches listings for --dir-cache-time (5 min by default) and attributes for "
+            "--attr-timeout (1 s): a new or deleted remote file shows up to 5 min late; mount "
+            "with a shorter --dir-cache-time (backends that support it: --poll-interval)"
+        )
+    if fstype in ("fuse", "fuseblk") or fstype.startswith("fuse."):
+        return (
+            f"FUSE: {_FUSE_KERNEL_CACHE}: a change made on the far side may show up to 1 s late; "
+            "mount with -o attr_timeout=0,entry_timeout=0 to see it at once"
+        )
+    return None
+
+
 def read_mounts() -> list[Mount]:
     """The current mount table; empty off Linux (events everywhere, plus the user's overrides)."""
     if not sys.platform.startswith("linux"):
@@ -119,3 +214,77 @@ def read_mounts() -> list[Mount]:
             return parse_mountinfo(f.read())
     except OSError:
         return []
+
+
+class MountTable:
+    """Says when the mount table changes: ``with MountTable.open() as t: await t.changed()``.
+
+    The kernel marks ``/proc/self/mountinfo`` with POLLPRI when a mount is made or removed in
+    our namespace. It is always readable (POLLIN), so an event loop's readiness wait can't wait
+    for that: a worker thread sleeps in ``poll()`` on it instead, next to a pipe that wakes it
+    when the watcher stops (so no thread is left behind, nor a process kept from exiting). An
+    idle watcher's thread makes no system call at all until the table changes.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._wake_r, self._wake_w = os.pipe()
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLPRI)
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._lock = threading.Lock()
+        self._waiting = False
+        self._closed = False
+        self._limiter = anyio.CapacityLimiter(1)  # never a token of the app's own to_thread
+
+    @classmethod
+    def open(cls) -> MountTable | None:
+        """The table's change signal; None where there is none (off Linux, no /proc)."""
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            return cls(os.open(MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            return None
+
+    async def changed(self) -> None:
+        """Return once the mount table has changed since the last return (or since opening)."""
+        await anyio.to_thread.run_sync(self._wait, abandon_on_cancel=True, limiter=self._limiter)
+
+    def _wait(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._waiting = True
+        try:
+            # Returns for POLLPRI|POLLERR on the table (the kernel then takes the change as
+            # seen), or for the wake-up byte.
+            self._poll.poll()
+        finally:
+            with self._lock:
+                self._waiting = False
+                if self._closed:
+                    self._close_fds()
+
+    def close(self) -> None:
+        """Stop: a thread still waiting is woken, and closes the descriptors it polls itself."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._waiting:
+                os.write(self._wake_w, b"\0")
+            else:
+                self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def __enter__(self) -> MountTable:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

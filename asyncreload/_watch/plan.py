@@ -8,14 +8,17 @@ specific one (the deepest path) wins over the others.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._mounts import Mount, poll_reason
-from ._types import Backend
+from .._exceptions import PathNotFoundError, WatchPathError
+from .._types import Backend
+from .mounts import Mount, poll_reason
+from .walk import is_pseudo
 
-__all__ = ["Target", "is_within", "plan"]
+__all__ = ["CWD_GONE", "Target", "absolute", "current_directory", "is_within", "normalise", "plan"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class Target:
     """Nested paths the source must not walk into: they belong to other targets."""
     root: str = ""
     """The watched root this target came from (filters match relative to it)."""
+    mount: Mount | None = None
+    """The mount the target's path lies on (None off Linux)."""
 
 
 def is_within(path: str, parent: str) -> bool:
@@ -59,27 +64,25 @@ def _decide(
     mounts: Sequence[Mount],
     overrides: dict[str, Backend],
     force_polling: bool,
-) -> tuple[Backend, str, str | None]:
+) -> tuple[Backend, str, Mount | None]:
     mount = _mount_at(path, mounts)
-    fstype = mount.fstype if mount else None
     owner = max((p for p in overrides if is_within(path, p)), key=len, default=None)
     if owner is not None:
         backend = overrides[owner]
         flag = "--poll" if backend is Backend.STAT else "--events"
-        return backend, f"override: {flag} {owner}", fstype
+        return backend, f"override: {flag} {owner}", mount
     if force_polling:
-        return Backend.STAT, "override: force polling everywhere", fstype
-    if fstype is None:
+        return Backend.STAT, "override: force polling everywhere", mount
+    if mount is None:
         return Backend.EVENTS, "no mount table here: kernel events", None
-    why = poll_reason(fstype)
+    why = poll_reason(mount.fstype)
     if why is not None:
         return (
             Backend.STAT,
-            f"{why} mount at {mount.mount_point if mount else '?'}: "
-            "changes made on its far side raise no events",
-            fstype,
+            f"{why} mount at {mount.mount_point}: changes made on its far side raise no events",
+            mount,
         )
-    return Backend.EVENTS, f"local file system ({fstype}): kernel events", fstype
+    return Backend.EVENTS, f"local file system ({mount.fstype}): kernel events", mount
 
 
 def _dedupe_roots(roots: Iterable[str]) -> list[str]:
@@ -101,6 +104,7 @@ def plan(
     """Cut ``roots`` into targets. All paths must be absolute and normalised (``realpath``).
 
     A root that lies inside another root is covered by it and gets no target of its own.
+    Raises :class:`WatchPathError` for a root on a pseudo file system (``/proc``, ``/sys``).
     """
     overrides: dict[str, Backend] = dict.fromkeys(poll, Backend.STAT)
     # --events over --poll for the very same path would be a contradiction; the later flag in
@@ -115,6 +119,13 @@ def plan(
             key=lambda p: (p.count("/"), p),
         )
         decided = {root: _decide(root, mounts, overrides, force_polling)}
+        root_mount = decided[root][2]
+        fstype = root_mount.fstype if root_mount else None
+        if fstype is not None and is_pseudo(fstype):
+            raise WatchPathError(
+                f"{root} is on {fstype}, a pseudo file system: its files are the kernel's state, "
+                "not files that are edited; not watched"
+            )
         starts = [root]  # paths that begin a target
         for b in boundaries:
             decided[b] = _decide(b, mounts, overrides, force_polling)
@@ -123,15 +134,43 @@ def plan(
             if decided[b][0] is not decided[enclosing][0]:
                 starts.append(b)
         for start in starts:
-            backend, reason, fstype = decided[start]
+            backend, reason, mount = decided[start]
             nested = tuple(
                 s for s in starts if _strictly_within(s, start)
                 and not any(_strictly_within(s, o) and _strictly_within(o, start) for o in starts)
             )  # fmt: skip
-            targets.append(Target(start, backend, reason, fstype, nested, root))
+            fstype = mount.fstype if mount else None
+            targets.append(Target(start, backend, reason, fstype, nested, root, mount))
     return targets
 
 
 def normalise(path: str) -> str:
     """Absolute, symlink-free, normalised: what :func:`plan` expects."""
-    return posixpath.realpath(path)
+    return posixpath.realpath(absolute(path))
+
+
+def absolute(path: str) -> str:
+    """``path`` made absolute (as :func:`os.path.abspath`), with :func:`current_directory`'s error
+    for a relative one when the current directory is gone."""
+    if posixpath.isabs(path):
+        return posixpath.normpath(path)
+    return posixpath.normpath(posixpath.join(current_directory(), path))
+
+
+def current_directory() -> str:
+    """:func:`os.getcwd`; :class:`PathNotFoundError`, in words a user can act on, when the
+    directory was deleted (the process's cwd is then a removed inode, and has no path)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise PathNotFoundError(CWD_GONE) from None
+
+
+GONE = "moved or deleted"
+"""Why an event source hands its target to the poller when the target itself went away. The
+poller then starts from nothing: what is there at its first sweep was made after the deletion."""
+
+CWD_GONE = (
+    "the current directory no longer exists (it was deleted, or its file system unmounted): "
+    "cd somewhere that exists"
+)

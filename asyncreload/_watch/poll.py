@@ -9,8 +9,10 @@ Two layers:
   changed (an unchanged directory's record is carried over as it is). It prunes ignored and
   excluded directories, and never fails as a whole: a directory it can't read keeps its last known
   entries and is reported as a :class:`Problem`.
-* :func:`poll` is the coroutine: sweep, send the changes, sleep, again. Sweeps run through
-  :func:`anyio.to_thread.run_sync`, so the event loop never waits on the file system.
+* :func:`poll` is the coroutine: sweep, send the changes, sleep, again. Sweeps run in daemon
+  threads of their own (:mod:`._threads`), so the event loop never waits on the file system, a
+  hung mount never keeps the process alive, and one target's threads never wait for another's.
+  A target that stops answering gets one warning, and one line when it answers again.
 
 :func:`diff_files` is the pure core of the comparison, for a directory whose listing changed.
 """
@@ -26,13 +28,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import NamedTuple
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from anyio.abc import ObjectSendStream, TaskStatus
 
-from ._types import Change, ChangeKind, Source
-from .filters import PathFilter
+from .._exceptions import WatchPathError
+from .._threads import run_sync
+from .._types import Change, ChangeKind, Source
+from ..filters import PathFilter
+from .walk import Walked, pseudo_devices
 
 __all__ = [
     "DEAD_MOUNT_ERRNOS",
@@ -41,6 +49,7 @@ __all__ = [
     "Sweep",
     "Sweeper",
     "diff_files",
+    "file_key",
     "pause_after",
     "poll",
 ]
@@ -48,15 +57,28 @@ __all__ = [
 log = logging.getLogger("asyncreload.stat")
 
 FileKey = int
-"""What makes a file "changed": its mtime_ns, size and inode, packed into one int by
+"""What makes a file "changed": its mtime_ns, ctime_ns, size and inode, packed into one int by
 :func:`file_key`. One int, not a tuple: a snapshot of 100,000 files is then 100,000 fewer
 objects for the garbage collector to walk (whose pauses stall the event loop too) and ~10 MB
-less memory."""
+less memory.
+
+The ctime catches an edit whose mtime was put back (``cp -p``, ``touch -r``, rsync); the inode, a
+file replaced by another within one timestamp tick. The inode is the lowest 64 bits, so
+:func:`same_content` can leave it out where inode numbers mean nothing: across a remount (sshfs
+hands out new ones), where the content metadata alone says what changed."""
+
+UNREADABLE: FileKey = -1
+"""The key of a listed file that could not be stat'ed yet (EACCES, ...): any real key differs."""
 
 
 def file_key(st: os.stat_result) -> FileKey:
-    """(mtime_ns, size, inode) as one int, exactly: equal keys mean all three are equal."""
-    return (st.st_mtime_ns << 128) | (st.st_size << 64) | st.st_ino
+    """(mtime_ns, ctime_ns, size, inode) as one int, exactly: equal keys mean all are equal."""
+    return (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
+
+
+def same_content(a: FileKey, b: FileKey) -> bool:
+    """True if two keys agree on everything but the inode (for a file seen across a remount)."""
+    return a >> 64 == b >> 64
 
 
 DEAD_MOUNT_ERRNOS = frozenset(
@@ -82,6 +104,19 @@ HOT_FOR = 600.0
 """Seconds a file stays hot after its last change: when nothing is being edited, the checks
 stop, and idle costs only the sweeps."""
 
+REMOUNT_HOLD = 5.0
+"""Seconds a poller keeps its last known state when its root turns up on another device
+(unmounted, remounted): the watcher's live mount table re-plans in that time, and hands the
+state to the poller of the new mount. Past it (no mount table), the new device is taken as it
+is: compared without inode numbers, so a remount reports only what changed."""
+HUNG_AFTER = 5.0
+"""Seconds a polled target may leave a sweep without an answer before it is reported as not
+answering (a hung network or FUSE mount: a stat then blocks until the server is back)."""
+STALL = 1.0
+"""A gap this long between two directories read is waiting on the file system, not work: it
+does not stretch the pause after the sweep (which is at least the sweep's working time), so a
+mount that hung for a minute is polled at its normal pace as soon as it answers."""
+
 # A directory whose mtime is this recent may still change within the same timestamp tick after
 # we read it (timestamps are coarse), so its listing is re-read next time even if the mtime
 # looks the same.
@@ -103,6 +138,10 @@ class _Dir:
     """Names of the subdirectories to walk (filtered)."""
     files: dict[str, FileKey]
     """Each file's key by name (filtered); never mutated once the record is made."""
+    dev: int = 0
+    """The directory's st_dev: when it changes, the file system was remounted (or replaced)."""
+    links: frozenset[str] = frozenset()
+    """The subdirectories reached through a symlink (walked after the others: see walk.py)."""
 
 
 @dataclass
@@ -145,8 +184,13 @@ def _base(path: str) -> str:
     return path.rstrip("/") + "/"
 
 
-def diff_files(base: str, old: dict[str, FileKey], new: dict[str, FileKey]) -> list[Change]:
+def diff_files(
+    base: str, old: dict[str, FileKey], new: dict[str, FileKey], *, remounted: bool = False
+) -> list[Change]:
     """The changes that turn one directory's files ``old`` into ``new`` (keys are names).
+
+    ``remounted``: the directory is on a new device since ``old`` was seen, so inode numbers
+    don't count (a remount renumbers them; only content metadata says what changed).
 
     >>> [(c.kind.value, c.path) for c in diff_files("/r/", {"x": 1, "y": 2}, {"x": 5, "z": 3})]
     [('modified', '/r/x'), ('added', '/r/z'), ('deleted', '/r/y')]
@@ -156,7 +200,7 @@ def diff_files(base: str, old: dict[str, FileKey], new: dict[str, FileKey]) -> l
         before = old.get(name)
         if before is None:
             changes.append(Change(ChangeKind.ADDED, base + name, Source.STAT))
-        elif before != key:
+        elif before != key and not (remounted and same_content(before, key)):
             changes.append(Change(ChangeKind.MODIFIED, base + name, Source.STAT))
     changes.extend(
         Change(ChangeKind.DELETED, base + name, Source.STAT) for name in old.keys() - new.keys()
@@ -175,6 +219,8 @@ class Sweep(NamedTuple):
     """Every file found added or modified, sent or not (for the hot set)."""
     cpu: float = 0.0
     """CPU seconds the sweep's threads spent on it."""
+    waited: float = 0.0
+    """Seconds of it spent waiting on a file system that did not answer (see :data:`STALL`)."""
 
 
 class Sweeper:
@@ -198,7 +244,36 @@ class Sweeper:
         self.filter = path_filter
         self.excludes = frozenset(excludes)
         # Filters match relative to the watched root, which may lie above this target.
-        self._prefix_len = len((filter_root or root).rstrip("/")) + 1
+        self.filter_root = filter_root or root
+        self._prefix_len = len(self.filter_root.rstrip("/")) + 1
+        self._pseudo: frozenset[int] | None = None
+        self.last: Snapshot | None = None
+        """The last snapshot whose changes were all sent: :func:`poll` starts from it (a
+        poller that replaces another after a re-plan reports only what changed since)."""
+        self.device: int | None = None
+        """The st_dev of the root at the last sweep (None: take what the next sweep finds)."""
+        self.renumbered = False
+        """The file system may have been mounted again since ``last`` (a remount may keep the
+        device number): the next sweep compares without inode numbers."""
+        self._held_since: float | None = None
+
+    def holds(self, device: int) -> bool:
+        """True if a sweep that finds the root on ``device`` must keep the last known state:
+        the root moved to another file system, for less than :data:`REMOUNT_HOLD` seconds."""
+        if self.device is None or device == self.device:
+            self._held_since = None
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+            log.debug("%s: now on another device (unmounted or remounted?); holding", self.root)
+        return now - self._held_since < REMOUNT_HOLD
+
+    def pseudo(self) -> frozenset[int]:
+        """The devices of the pseudo file systems, never walked (read once; blocking)."""
+        if self._pseudo is None:
+            self._pseudo = pseudo_devices()
+        return self._pseudo
 
     def relative(self, path: str) -> str:
         """``path`` relative to the watched root, as the filter sees it."""
@@ -223,45 +298,45 @@ class Sweeper:
         old: Snapshot | None,
         *,
         workers: int,
-        limiter: anyio.CapacityLimiter | None = None,
         send: ObjectSendStream[list[Change]] | None = None,
+        heard: Callable[[], None] | None = None,
     ) -> Sweep:
         """One sweep, its walk shared by ``workers`` threads, never blocking the event loop.
 
         With ``send``, a sweep that runs longer than :data:`STREAM_AFTER` sends what it finds
         as it goes, so a change early in a slow sweep (a FUSE mount, 100,000 files) is not
         held back by the rest of the walk; the result then holds only what was not yet sent.
+        ``heard()`` is called (in a sweep thread) each time the file system answered.
         """
-        stop = threading.Event()
-        walk = _Walk(self, old, stop)
+        walk = _Walk(self, old, threading.Event())
+        walk.heard = heard
         if send is not None:
-            walk.deliver = _sender(send)
+            walk.deliver = _sender(send, anyio.lowlevel.current_token())
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(workers):
                     # A stat on a hung network mount can't be interrupted; on cancellation the
-                    # thread is left to finish the directory it is in (the stop flag ends it
+                    # thread is abandoned in the directory it is in (the stop flag ends it
                     # there) rather than hang the caller's cancellation on the kernel.
-                    tg.start_soon(_run_abandonable, walk.run, limiter)
+                    tg.start_soon(partial(run_sync, walk.run, name=f"sweep {self.root}"))
         finally:
-            stop.set()
+            walk.halt()
         return walk.result()
 
 
-def _sender(send: ObjectSendStream[list[Change]]) -> Callable[[list[Change]], None]:
-    """Send from a worker thread, through the event loop (waits for the send to be taken)."""
+def _sender(
+    send: ObjectSendStream[list[Change]], token: anyio.lowlevel.EventLoopToken
+) -> Callable[[list[Change]], None]:
+    """Send from a sweep thread, through the event loop (waits for the send to be taken)."""
 
     def deliver(changes: list[Change]) -> None:
-        anyio.from_thread.run(send.send, changes)
+        anyio.from_thread.run(send.send, changes, token=token)
 
     return deliver
 
 
-async def _run_abandonable(fn: Callable[[], None], limiter: anyio.CapacityLimiter | None) -> None:
-    await anyio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=limiter)
-
-
-_Queued = tuple[str, frozenset[tuple[int, int]]]
+_Queued = tuple[str, str | None]
+"""A directory to read, and the first symlink on the way to it (None: reached without one)."""
 
 
 class _Walk:
@@ -276,19 +351,38 @@ class _Walk:
         self.changes: list[Change] = []
         self.touched: list[str] = []
         self.problems: list[Problem] = []
-        # Directories to read, each with the (st_dev, st_ino) of its ancestors: a directory that
-        # is its own ancestor (a symlink loop) is not walked again.
-        self.queue: list[_Queued] = [(sweeper.root, frozenset())]
+        # Directories to read: those reached without a symlink first, then the others (see
+        # walk.py: a link to a directory of the tree must not take it from its real path).
+        self.queue: list[_Queued] = [(sweeper.root, None)]
+        self.linked: list[_Queued] = []
         self.pending = 1  # directories queued or being read
+        self.reading_unlinked = 0  # of those, being read and reached without a symlink
+        self.walked: Walked | None = None
         self.cond = threading.Condition()
         self.now_ns = time.time_ns()
         self.deliver: Callable[[list[Change]], None] | None = None
         self.stream_at = time.monotonic() + STREAM_AFTER
         self.cpu = 0.0
+        self.heard: Callable[[], None] | None = None
+        self.answered = time.monotonic()  # when the file system last answered
+        self.waited = 0.0
+        self.root_dev: int | None = None
+        self.held = False
+        self.renumbered = sweeper.renumbered
+
+    def halt(self) -> None:
+        """Stop the walk: the threads waiting for work leave, the others after their directory."""
+        with self.cond:
+            self.stop.set()
+            self.cond.notify_all()
 
     def run(self) -> None:
         began = time.thread_time()
         try:
+            with self.cond:
+                if self.walked is None:
+                    sweeper = self.sweeper
+                    self.walked = Walked(sweeper.root, sweeper.filter_root, sweeper.pseudo())
             self._drain()
         finally:
             spent = time.thread_time() - began
@@ -299,12 +393,12 @@ class _Walk:
         cond = self.cond
         while True:
             with cond:
-                while not self.queue and self.pending and not self.stop.is_set():
+                while not self._has_job() and self.pending and not self.stop.is_set():
                     if self._due():
                         break
                     cond.wait(self._until_due())
                 ready = self._take_due()
-                job = self.queue.pop() if self.queue and not self.stop.is_set() else None
+                job = self._take_job() if not self.stop.is_set() else None
                 if job is None and not ready:
                     cond.notify_all()
                     return
@@ -313,13 +407,35 @@ class _Walk:
             if job is None:
                 continue
             subdirs, changes = self._read_dir(*job)
+            if self.heard is not None:
+                self.heard()
             with cond:
-                self.queue.extend(subdirs)
+                now = time.monotonic()
+                if now - self.answered > STALL:
+                    self.waited += now - self.answered
+                self.answered = now
+                if job[1] is None:
+                    self.reading_unlinked -= 1
+                for sub in subdirs:
+                    (self.queue if sub[1] is None else self.linked).append(sub)
                 self.pending += len(subdirs) - 1
                 if changes and not self.first:
                     self.changes.extend(changes)
                     self.touched.extend(c.path for c in changes if c.kind is not ChangeKind.DELETED)
                 cond.notify_all()
+
+    def _has_job(self) -> bool:
+        """Is there a directory to read now (under the lock)? One reached through a symlink only
+        once every directory reached without one has been read."""
+        return bool(self.queue or (self.linked and not self.reading_unlinked))
+
+    def _take_job(self) -> _Queued | None:
+        if self.queue:
+            self.reading_unlinked += 1
+            return self.queue.pop()
+        if self.linked and not self.reading_unlinked:
+            return self.linked.pop()
+        return None
 
     def _due(self) -> bool:
         """Are there changes to send now (under the lock)?"""
@@ -338,15 +454,21 @@ class _Walk:
         return ready
 
     def result(self) -> Sweep:
-        if self.stop.is_set() and (self.pending or self.queue):
-            # Interrupted: a partial walk must not read as "everything else was deleted".
-            return Sweep(self.old, [], [], [], self.cpu)
+        if (self.stop.is_set() and (self.pending or self.queue or self.linked)) or self.held:
+            # Interrupted: a partial walk must not read as "everything else was deleted". Held:
+            # an unmounted root's empty mount point must not either.
+            return Sweep(self.old, [], [], [], self.cpu, self.waited)
+        if self.root_dev is not None:
+            self.sweeper.device = self.root_dev
+        if self.renumbered:
+            # Only what this walk took in: the mount table may have changed since it began.
+            self.sweeper.renumbered = False
         if not self.first:
             self.changes.extend(
                 Change(ChangeKind.DELETED, path, Source.STAT)
                 for path in self.old.loose.keys() - self.new.loose.keys()
             )
-        return Sweep(self.new, self.changes, self.problems, self.touched, self.cpu)
+        return Sweep(self.new, self.changes, self.problems, self.touched, self.cpu, self.waited)
 
     def _subtree(self, path: str) -> list[tuple[str, _Dir]]:
         """The last sweep's records of ``path`` and everything below it."""
@@ -384,9 +506,7 @@ class _Walk:
         with self.cond:
             self.problems.append(Problem(path, error))
 
-    def _read_dir(
-        self, path: str, ancestors: frozenset[tuple[int, int]]
-    ) -> tuple[list[_Queued], list[Change]]:
+    def _read_dir(self, path: str, link: str | None) -> tuple[list[_Queued], list[Change]]:
         """Compare ``path`` with the last sweep; return its subdirectories to walk, and changes."""
         try:
             fd = os.open(path, _DIR_FLAGS)
@@ -398,7 +518,9 @@ class _Walk:
             self._problem(path, e)
             return [], []
         try:
-            return self._read_open_dir(path, fd, ancestors)
+            return self._read_open_dir(path, fd, link)
+        except WatchPathError:
+            raise  # the walk grew too large: not a directory's problem, the target's
         except OSError as e:
             if e.errno in _GONE_ERRNOS:
                 return [], self._gone(path)
@@ -424,22 +546,28 @@ class _Walk:
         return changes
 
     def _read_open_dir(
-        self, path: str, fd: int, ancestors: frozenset[tuple[int, int]]
+        self, path: str, fd: int, link: str | None
     ) -> tuple[list[_Queued], list[Change]]:
         # Everything below goes through the open directory (stat(name, dir_fd=fd)): the kernel
         # then resolves one name, not the whole path again. On FUSE, where each component costs
         # a round trip to the daemon, that makes a sweep 2-3x faster.
         st = os.fstat(fd)
-        ident = (st.st_dev, st.st_ino)
-        if ident in ancestors:
-            log.debug("%s: a symlink loop; not walked again", path)
-            return [], []
-        ancestors |= {ident}
+        with self.cond:
+            assert self.walked is not None
+            if not self.walked.enter(path, st.st_dev, st.st_ino, link):
+                return [], []  # a pseudo file system, or a directory walked by another path
         base = _base(path)
+        if path == self.sweeper.root:
+            if self.sweeper.holds(st.st_dev):
+                self.held = True
+                return [], []
+            self.root_dev = st.st_dev
 
         before = self.old.dirs.get(path)
+        remounted = before is not None and (before.dev != st.st_dev or self.renumbered)
         record = None
         changes: list[Change] = []
+        unreadable: OSError | None = None
         if (
             before is not None
             and before.trusted
@@ -447,27 +575,49 @@ class _Walk:
             and before.ino == st.st_ino
         ):
             # The listing is as it was: only the files it names can have changed.
-            restat = _restat(fd, base, before.files)
+            restat = _restat(fd, base, before.files, remounted=remounted)
             if restat is not None:
-                files, changes = restat
-                record = before if files is before.files else replace(before, files=files)
+                files, changes, unreadable = restat
+                if remounted:
+                    record = replace(before, files=files, dev=st.st_dev)
+                else:
+                    record = before if files is before.files else replace(before, files=files)
         if record is None:
-            subdirs, files = _stat_all(fd, self._list(path, fd))
+            known = before.files if before is not None else {}
+            links: set[str] = set()
+            subdirs, files, unreadable = _stat_all(fd, self._list(path, fd, links), known)
             record = _Dir(
-                st.st_mtime_ns, st.st_ino, self.now_ns - st.st_mtime_ns > _FRESH_NS, subdirs, files
+                st.st_mtime_ns,
+                st.st_ino,
+                self.now_ns - st.st_mtime_ns > _FRESH_NS,
+                subdirs,
+                files,
+                links=frozenset(links.intersection(subdirs)) if links else _NO_LINKS,
+                dev=st.st_dev,
             )
             if before is None:
                 if not self.first and self.sweeper.report_dir(path):
                     changes.append(Change(ChangeKind.ADDED, path, Source.STAT))
                 changes.extend(diff_files(base, {}, files))
             else:
-                changes.extend(diff_files(base, before.files, files))
+                # Subdirectories gone first: one replaced by a file of the same name is then
+                # deleted and added again, which the merge folds into "modified".
                 for name in set(before.subdirs).difference(subdirs):
                     changes.extend(self._gone(base + name))
+                changes.extend(diff_files(base, before.files, files, remounted=remounted))
+        if unreadable is not None:
+            # Not a deletion: the files keep their last known keys and are stat'ed again each
+            # sweep; the directory is reported (once) until they can be read.
+            with self.cond:
+                self.problems.append(Problem(path, unreadable))
         self.new.dirs[path] = record
-        return [(base + name, ancestors) for name in record.subdirs], changes
+        linked = record.links
+        return [
+            (base + name, link or (base + name if name in linked else None))
+            for name in record.subdirs
+        ], changes
 
-    def _list(self, path: str, fd: int) -> list[tuple[str, bool]]:
+    def _list(self, path: str, fd: int, links: set[str]) -> list[tuple[str, bool]]:
         sweeper = self.sweeper
         excludes = sweeper.excludes
         walks = sweeper.filter.walks
@@ -481,8 +631,10 @@ class _Walk:
                 child = base + entry.name
                 try:
                     # follow_symlinks=False would treat a symlinked source dir as a file;
-                    # loops are ended by the ancestors check.
+                    # where links lead is the walk rule's business (walk.py).
                     is_dir = entry.is_dir()
+                    if is_dir and entry.is_symlink():
+                        links.add(entry.name)
                 except OSError:
                     is_dir = False
                 if is_dir:
@@ -494,11 +646,15 @@ class _Walk:
         return entries
 
 
-def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
-    """``name``'s stat (in directory ``fd``, if given); None if it is gone or can't be read.
+_NO_LINKS: frozenset[str] = frozenset()
 
-    A dangling or looping symlink is watched as the link itself. A file system that stopped
-    answering raises: that is a problem for the whole directory, not a vanished file.
+
+def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
+    """``name``'s stat (in directory ``fd``, if given); None if it is gone.
+
+    A dangling or looping symlink is watched as the link itself. Any other error raises: a
+    file that can't be stat'ed (EACCES, EPERM, ETIMEDOUT, ...) has not gone away, and a file
+    system that stopped answering is a problem for the whole directory.
     """
     try:
         return os.stat(name, dir_fd=fd)
@@ -506,50 +662,68 @@ def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
         if e.errno == errno.ELOOP or e.errno in _GONE_ERRNOS:
             try:
                 return os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError:
-                return None
-        if e.errno in DEAD_MOUNT_ERRNOS:
-            raise
-        return None
+            except OSError as e2:
+                if e2.errno in _GONE_ERRNOS:
+                    return None
+                raise
+        raise
 
 
 def _stat_all(
-    fd: int, entries: list[tuple[str, bool]]
-) -> tuple[tuple[str, ...], dict[str, FileKey]]:
-    """Stat every listed file; return the subdirectories to walk and the files' keys."""
+    fd: int, entries: list[tuple[str, bool]], known: dict[str, FileKey]
+) -> tuple[tuple[str, ...], dict[str, FileKey], OSError | None]:
+    """Stat every listed file; return the subdirectories to walk, the files' keys, and the
+    first error that left a file with its ``known`` key (or :data:`UNREADABLE`)."""
     subdirs = []
     files = {}
+    unreadable = None
     for name, is_dir in entries:
         if is_dir:
             subdirs.append(name)
             continue
-        st = _stat_name(name, fd)
+        try:
+            st = _stat_name(name, fd)
+        except OSError as e:
+            if e.errno in DEAD_MOUNT_ERRNOS:
+                raise
+            files[name] = known.get(name, UNREADABLE)
+            unreadable = unreadable or e
+            continue
         if st is None:
             continue  # vanished between the listing and the stat
         if stat.S_ISDIR(st.st_mode):  # a symlink to a directory, or a type change
             subdirs.append(name)
         else:
             files[name] = file_key(st)
-    return tuple(subdirs), files
+    return tuple(subdirs), files, unreadable
 
 
 def _restat(
-    fd: int, base: str, known: dict[str, FileKey]
-) -> tuple[dict[str, FileKey], list[Change]] | None:
+    fd: int, base: str, known: dict[str, FileKey], *, remounted: bool = False
+) -> tuple[dict[str, FileKey], list[Change], OSError | None] | None:
     """Stat the files of a directory whose listing is unchanged, and compare.
 
     This is the hot loop of every idle sweep, so it does no more than a reloader with a fixed
     file list would: one stat and one comparison per file. Returns ``known`` itself when nothing
-    changed; None if a name turned into a directory (the listing must be read again).
+    changed; None if a name turned into a directory (the listing must be read again). A file
+    that can't be stat'ed keeps its key; the first such error is returned. ``remounted``: a new
+    inode number alone is taken in quietly (see :func:`diff_files`).
     """
     changed: dict[str, FileKey] | None = None
     changes = []
+    unreadable = None
     stat_ = os.stat
     for name, key in known.items():
         try:
             st = stat_(name, dir_fd=fd)
         except OSError:
-            retried = _stat_name(name, fd)
+            try:
+                retried = _stat_name(name, fd)
+            except OSError as e:
+                if e.errno in DEAD_MOUNT_ERRNOS:
+                    raise
+                unreadable = unreadable or e
+                continue
             if retried is None:  # deleted since we read the directory's mtime
                 if changed is None:
                     changed = dict(known)
@@ -558,15 +732,16 @@ def _restat(
                 continue
             st = retried
         # file_key(), inlined: the call alone is a fifth of this loop's time.
-        new_key = (st.st_mtime_ns << 128) | (st.st_size << 64) | st.st_ino
+        new_key = (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
         if new_key != key:
             if stat.S_ISDIR(st.st_mode):
                 return None
             if changed is None:
                 changed = dict(known)
             changed[name] = new_key
-            changes.append(Change(ChangeKind.MODIFIED, base + name, Source.STAT))
-    return (known if changed is None else changed), changes
+            if not (remounted and same_content(key, new_key)):
+                changes.append(Change(ChangeKind.MODIFIED, base + name, Source.STAT))
+    return (known if changed is None else changed), changes, unreadable
 
 
 @dataclass
@@ -596,6 +771,49 @@ class _Warnings:
         self.active = now
 
 
+class _Answers:
+    """Whether a polled target answers: one warning when it has been silent for
+    :data:`HUNG_AFTER` seconds, one line when it answers again.
+
+    A hang is not an error: a stat on a hung mount just blocks, so only the silence says it.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.asking = False  # a sweep or a check of the hot set is under way
+        self.heard_at = time.monotonic()
+        self.warned = False
+
+    def ask(self) -> None:
+        self.asking, self.heard_at = True, time.monotonic()
+
+    def heard(self) -> None:
+        """The file system answered (called from sweep threads; a float store is atomic)."""
+        self.heard_at = time.monotonic()
+
+    def done(self) -> None:
+        self.asking, self.heard_at = False, time.monotonic()
+
+    async def watch(self) -> None:
+        """Say when the target stops and starts answering, until cancelled."""
+        while True:
+            due = self.heard_at + HUNG_AFTER - time.monotonic()
+            # Between sweeps, or once warned, a look every second is soon enough.
+            await anyio.sleep(max(0.01, due) if self.asking and not self.warned else 1.0)
+            silent = time.monotonic() - self.heard_at if self.asking else 0.0
+            if silent >= HUNG_AFTER and not self.warned:
+                self.warned = True
+                log.warning(
+                    "%s has not answered for %.0f s: the server may be down; watching everything "
+                    "else, and polling it again as soon as it answers",
+                    self.root,
+                    HUNG_AFTER,
+                )
+            elif silent < HUNG_AFTER and self.warned:
+                self.warned = False
+                log.info("%s answers again; polling it", self.root)
+
+
 class _HotSet:
     """The files changed last, checked every :data:`HOT_INTERVAL` between sweeps.
 
@@ -623,7 +841,8 @@ class _HotSet:
             del self.paths[path]
 
     def check(self, snapshot: Snapshot) -> list[Change]:
-        """Stat the hot files, and update ``snapshot`` with what changed (blocking)."""
+        """Stat the hot files, and update ``snapshot`` with what changed (blocking). A new inode
+        number alone is left for the next sweep to take in."""
         changes = []
         for path in list(self.paths):
             parent, _, name = path.rpartition("/")
@@ -636,17 +855,37 @@ class _HotSet:
             try:
                 st = _stat_name(path)
             except OSError:
-                continue  # a file system not answering: the sweep reports that
+                continue  # can't be read now (denied, not answering): the sweep reports that
             if st is None:
+                if not _same_device(parent, record.dev):
+                    continue  # unmounted, not deleted: the sweep (which holds) sees to it
                 files = dict(record.files)
                 del files[name]
                 snapshot.dirs[parent] = replace(record, files=files)
                 changes.append(Change(ChangeKind.DELETED, path, Source.STAT))
                 del self.paths[path]
-            elif (new_key := file_key(st)) != key and not stat.S_ISDIR(st.st_mode):
+            elif (
+                (new_key := file_key(st)) != key
+                and not stat.S_ISDIR(st.st_mode)
+                # A new inode number alone is the sweep's to judge: it knows when the file
+                # system was mounted again (sshfs renumbers every file), which may be news here.
+                and not same_content(new_key, key)
+            ):
                 snapshot.dirs[parent] = replace(record, files={**record.files, name: new_key})
                 changes.append(Change(ChangeKind.MODIFIED, path, Source.STAT))
         return changes
+
+
+def _same_device(path: str, dev: int) -> bool:
+    """Is ``path``, or the nearest of its directories still there, on device ``dev``?"""
+    while True:
+        try:
+            return os.stat(path).st_dev == dev
+        except OSError as e:
+            if e.errno not in _GONE_ERRNOS or path == "/":
+                return True  # not answering: not an unmount
+        # Gone: with its directory (on dev still), or unmounted (the mount point, on another).
+        path = os.path.dirname(path)
 
 
 def pause_after(
@@ -673,7 +912,6 @@ async def poll(
     interval: float,
     workers: int,
     cpu_budget: float | None = None,
-    limiter: anyio.CapacityLimiter | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_sweep: Callable[[float, int], None] | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -683,41 +921,66 @@ async def poll(
     ``interval`` is from the start of one sweep to the start of the next, but the pause between
     them is never shorter than the last sweep took: a tree too big to sweep in half the interval
     (a FUSE mount, 100,000 files) then costs at most half a core, instead of a whole one spent
-    sweeping back to back. With ``cpu_budget`` (a share of one core, e.g. 0.2), the pause also
-    stretches until the sweeps' threads have used at most that share of the time, measured in
-    CPU seconds: the latency grows instead of the cost.
+    sweeping back to back. Time spent waiting on a file system that did not answer (a hung
+    mount) is not counted: polling resumes at its normal pace once it answers. With
+    ``cpu_budget`` (a share of one core, e.g. 0.2), the pause also stretches until the sweeps'
+    threads have used at most that share of the time, measured in CPU seconds: the latency
+    grows instead of the cost.
 
     Signals ``task_status.started()`` once the first snapshot is taken, so changes made after
     that are seen. ``on_sweep(seconds, files)`` is told each sweep's duration (for benchmarks).
+    With ``sweeper.last`` set (a re-plan handed it over), the first sweep is compared with it
+    and what changed since is reported; ``sweeper.last`` is kept up to date with what was sent.
     """
     warnings = _Warnings()
-    first = await sweeper.sweep_parallel(None, workers=workers, limiter=limiter)
-    snapshot = first.snapshot
-    warnings.update(sweeper.root, first.problems)
-    log.debug("%s: first sweep found %d files", sweeper.root, snapshot.count())
-    task_status.started()
-    took = cpu = 0.0
-    budget = math.inf if cpu_budget is None else cpu_budget  # None: no cap on CPU time
-    hot = _HotSet()
-    async with send:
+    answers = _Answers(sweeper.root)
+
+    async def sweep(old: Snapshot | None, **kw: ObjectSendStream[list[Change]]) -> Sweep:
+        answers.ask()
+        try:
+            return await sweeper.sweep_parallel(old, workers=workers, heard=answers.heard, **kw)
+        finally:
+            answers.done()
+
+    async with send, anyio.create_task_group() as tg:
+        tg.start_soon(answers.watch)
+        first = await sweep(sweeper.last)
+        snapshot = first.snapshot
+        warnings.update(sweeper.root, first.problems)
+        log.debug("%s: first sweep found %d files", sweeper.root, snapshot.count())
+        task_status.started()
+        took = cpu = 0.0
+        budget = math.inf if cpu_budget is None else cpu_budget  # None: no cap on CPU time
+        hot = _HotSet()
+        if first.changes:
+            hot.note(first.touched, clock())
+            await send.send(first.changes)
+        sweeper.last = snapshot
         while True:
             wake = clock() + pause_after(took, interval, cpu=cpu, budget=budget)
-            while hot and wake - clock() > HOT_INTERVAL:
+            # Not while the file system may have been mounted again (the mount table changed)
+            # and no sweep has compared it without inode numbers yet: a hot file's new number
+            # would read as an edit.
+            while hot and not sweeper.renumbered and wake - clock() > HOT_INTERVAL:
                 await anyio.sleep(HOT_INTERVAL)
                 # Between sweeps only: the snapshot is ours to update while no sweep reads it.
-                changes = await anyio.to_thread.run_sync(hot.check, snapshot, limiter=limiter)
+                answers.ask()
+                try:
+                    changes = await run_sync(partial(hot.check, snapshot))
+                finally:
+                    answers.done()
                 if changes:
                     hot.note([c.path for c in changes if c.kind is ChangeKind.MODIFIED], clock())
                     await send.send(changes)
             await anyio.sleep(max(0.0, wake - clock()))
             t0 = clock()
-            snapshot, changes, problems, touched, cpu = await sweeper.sweep_parallel(
-                snapshot, workers=workers, limiter=limiter, send=send
-            )
+            snapshot, changes, problems, touched, cpu, waited = await sweep(snapshot, send=send)
             took = clock() - t0
             if on_sweep is not None:
                 on_sweep(took, snapshot.count())
+            took = max(0.0, took - waited)  # waiting on a hung mount is not work
             warnings.update(sweeper.root, problems)
             hot.note(touched, clock())
             if changes:
                 await send.send(changes)
+            sweeper.last = snapshot

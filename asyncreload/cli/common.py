@@ -12,17 +12,31 @@ from typing import Any, NoReturn, TypeVar
 import anyio
 import click
 
-from ._exceptions import ConfigError
-from ._signals import cancel_on_signals
+from .._exceptions import ConfigError
+from .._signals import cancel_on_signals
+from .._threads import waiting_for_mounts
+from .._watch import (
+    BACKEND_VAR,
+    BURST_DEBOUNCE,
+    BURST_PATHS,
+    DEFAULTS,
+    ENVIRONMENT,
+    QUANTITIES,
+    WatcherOptions,
+)
 
 __all__ = [
     "EPILOG",
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
+    "WATCHED_PATH",
+    "Number",
     "cancel_on_signals",
+    "escape",
     "fail",
     "run_async",
     "setup_logging",
+    "shown",
     "verbosity_options",
     "watcher_kwargs",
     "watcher_options",
@@ -34,18 +48,60 @@ EXIT_INTERRUPTED = 130
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-EPILOG = """\
+class _WatchedPath(click.Path):
+    """A path to watch, taken as it is written: click.Path's own stat() of it would block the
+    main thread, deaf to Ctrl-C, if it lies on a hung mount. The watcher checks it, in a thread
+    it can abandon."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value
+
+
+WATCHED_PATH = _WatchedPath()
+"""The click type of every path option that names something to watch (shell-completes files)."""
+
+
+EPILOG = (
+    """\
 \b
 Which paths are polled: FUSE and network mounts (sshfs, NFS, SMB, 9p, virtiofs,
 Docker Desktop and WSL2 shares) found in the mount table, paths given with
 --poll, and everything with --force-polling; all others get kernel events.
 'asyncreload explain PATH' shows the decision and the reason for each path.
+A polled mount that stops answering (a hung sshfs or NFS server) is named in
+one warning after 5 s and one line when it is back; the rest is watched
+meanwhile. Ctrl-C ends it at once; only a request the FUSE server has
+already taken holds the exit (the kernel's rule, said in one line) until
+the server answers or sshfs gives up (-o ServerAliveInterval=15).
 
 \b
-Environment: ASYNCRELOAD_FORCE_POLLING=1, ASYNCRELOAD_POLL=PATH:PATH,
-ASYNCRELOAD_POLL_INTERVAL=SECONDS, ASYNCRELOAD_DEBOUNCE=MS (options win),
-ASYNCRELOAD_EVENTS_BACKEND=inotify|watchfiles (what reads kernel events).
+Environment (an option given wins):
 """
+    + "\n".join(f"  {name}={meaning}" for name, meaning in ENVIRONMENT.items())
+    + "\n"
+)
+
+
+class Number(click.ParamType):  # type: ignore[type-arg, unused-ignore]
+    """A number checked by the one rule of :data:`~.config.QUANTITIES`, so that the
+    error is click's one line, names the option, and speaks in the unit the user typed."""
+
+    name = "number"
+
+    def __init__(self, setting: str) -> None:
+        self.quantity = QUANTITIES[setting]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        problem = self.quantity.problem(number)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return number
 
 
 def watcher_options(f: F) -> F:
@@ -56,7 +112,7 @@ def watcher_options(f: F) -> F:
             "poll",
             multiple=True,
             metavar="PATH",
-            type=click.Path(),
+            type=WATCHED_PATH,
             help="Stat-poll PATH and everything below it (repeatable). For mounts the "
             "mount table doesn't reveal, e.g. a bind mount of a network share.",
         ),
@@ -65,7 +121,7 @@ def watcher_options(f: F) -> F:
             "events",
             multiple=True,
             metavar="PATH",
-            type=click.Path(),
+            type=WATCHED_PATH,
             help="Use kernel events for PATH even on a FUSE/network mount (repeatable): only "
             "right when every change is made on this machine.",
         ),
@@ -77,15 +133,15 @@ def watcher_options(f: F) -> F:
         ),
         click.option(
             "--poll-interval",
-            type=float,
+            type=Number("poll_interval"),
             default=None,
             metavar="SECONDS",
             help="How often a polled tree is swept (never more than half the time: the pause "
-            "is at least as long as the last sweep).  [default: 0.3]",
+            f"is at least as long as the last sweep).  [default: {DEFAULTS.poll_interval:g}]",
         ),
         click.option(
             "--poll-cpu",
-            type=float,
+            type=Number("poll_cpu"),
             default=None,
             metavar="PERCENT",
             help="Cap the sweeps at PERCENT of one CPU core, counted in CPU time: a big or slow "
@@ -94,19 +150,20 @@ def watcher_options(f: F) -> F:
         ),
         click.option(
             "--debounce",
-            type=float,
+            type=Number("debounce"),
             default=None,
             metavar="MS",
-            help="Quiet time that ends a batch of changes; a burst of 16 or more paths (a "
-            "checkout, a build) waits for 150 ms of quiet.  [default: 20]",
+            help=f"Quiet time that ends a batch of changes; a burst of {BURST_PATHS} or more "
+            f"paths (a checkout, a build) waits for {BURST_DEBOUNCE * 1000:g} ms of quiet.  "
+            f"[default: {DEFAULTS.debounce * 1000:g}]",
         ),
         click.option(
             "--max-wait",
-            type=float,
+            type=Number("max_wait"),
             default=None,
             metavar="MS",
             help="Hand out a batch at the latest this long after its first change, even if "
-            "changes keep coming.  [default: 1000]",
+            f"changes keep coming.  [default: {DEFAULTS.max_wait * 1000:g}]",
         ),
         click.option(
             "--include",
@@ -134,7 +191,7 @@ def watcher_options(f: F) -> F:
     return f
 
 
-def watcher_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
+def watcher_kwargs(opts: dict[str, Any]) -> WatcherOptions:
     """The :func:`open_watcher` arguments from the parsed :func:`watcher_options`."""
     ms = 1000.0
     return {
@@ -149,6 +206,57 @@ def watcher_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
         "exclude": opts["exclude"],
         "default_ignores": not opts["no_default_ignores"],
     }
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\e", "\\": "\\\\", "'": "\\'"}
+
+
+def _escaped(char: str, encoding: str) -> str | None:
+    """How ``char`` is written inside ``$'...'``; None when it can be written as it is."""
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that isn't UTF-8, held by Python as a lone surrogate
+        return f"\\x{code - 0xDC00:02x}"
+    try:
+        char.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    if not char.isprintable():
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return None
+
+
+def shown(path: str, encoding: str | None = None) -> str:
+    """``path`` as the text output shows it: as it is, unless it holds a byte that isn't UTF-8, a
+    control character (a newline, an ESC that would steer the terminal) or a character the
+    output's encoding lacks; then quoted as bash's ``$'...'`` (GNU ls's shell-escape style), which
+    a shell turns back into the exact name.
+
+    >>> print(shown("src/app.py"), shown("a\\nb\\x1b[31m.py"), shown(os.fsdecode(b"\\xff.py")))
+    src/app.py $'a\\nb\\e[31m.py' $'\\xff.py'
+    """
+    encoding = encoding or getattr(sys.stdout, "encoding", None) or "utf-8"
+    if path.isprintable() and _encodable(path, encoding):
+        return path
+    return "$'" + "".join(_escaped(c, encoding) or c for c in path) + "'"
+
+
+def escape(text: str) -> str:
+    """``text`` (a log line, a reason) with its control characters and undecodable bytes escaped
+    as in :func:`shown`, but not quoted: for text that holds names among other words."""
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    if text.isprintable() and _encodable(text, encoding):
+        return text
+    return "".join(c if c in "\\'" else (_escaped(c, encoding) or c) for c in text)
+
+
+def _encodable(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def verbosity_options(f: F) -> F:
@@ -171,7 +279,11 @@ def setup_logging(verbose: int, quiet: int) -> None:
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         label = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        text = f"asyncreload: {label}{record.getMessage()}"
+        message = record.getMessage()
+        # A record flagged multiline (a traceback) keeps its line breaks, each line escaped on its
+        # own; any other message is one line, so a newline in a file name can't split it.
+        lines = message.split("\n") if getattr(record, "multiline", False) else [message]
+        text = f"asyncreload: {label}" + "\n".join(escape(line) for line in lines)
         if record.exc_info and record.levelno <= logging.DEBUG:
             text += "\n" + self.formatException(record.exc_info)
         return text
@@ -183,8 +295,27 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def run_async(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on the event loop chosen by ASYNCRELOAD_BACKEND (asyncio or trio)."""
-    backend = os.environ.get("ASYNCRELOAD_BACKEND", "asyncio")
+    """Run ``fn`` on the event loop chosen by ``ASYNCRELOAD_BACKEND`` (asyncio or trio)."""
+    backend = os.environ.get(BACKEND_VAR, "asyncio")
     if backend not in ("asyncio", "trio"):
-        raise ConfigError(f"ASYNCRELOAD_BACKEND={backend!r}: expected asyncio or trio")
-    return anyio.run(fn, backend=backend)
+        raise ConfigError(f"{BACKEND_VAR}={backend!r}: expected asyncio or trio")
+    try:
+        return anyio.run(fn, backend=backend)
+    finally:
+        _say_what_holds_the_exit()
+
+
+def _say_what_holds_the_exit() -> None:
+    """One line for each thread that waits for a hung FUSE mount as the process ends.
+
+    Such a thread was abandoned, but if the daemon had already taken its request, the kernel
+    keeps the process (whatever the signal) until the answer comes: the terminal does not come
+    back, and this says why and what ends it."""
+    for name in waiting_for_mounts():
+        _, _, what = name.partition(" ")
+        logging.getLogger("asyncreload").warning(
+            "exiting once %s answers: a process can't end while a FUSE request its server has "
+            "taken is unanswered (sshfs gives up on a silent server after "
+            "-o ServerAliveInterval=15,ServerAliveCountMax=3: 45 s)",
+            what or "the hung mount",
+        )

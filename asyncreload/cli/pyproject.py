@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
+from .._watch import QUANTITIES, absolute, current_directory
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,7 +62,7 @@ class RunConfig:
 
 def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path | None:
     """The nearest ``pyproject.toml`` at or above ``start`` (default: the current directory)."""
-    here = Path(start if start is not None else os.getcwd()).resolve()
+    here = Path(absolute(os.fspath(start)) if start is not None else current_directory()).resolve()
     for directory in (here, *here.parents):
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
@@ -70,12 +71,17 @@ def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path | None:
 
 
 def load_config(
-    start: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    start: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    needed: bool = True,
 ) -> RunConfig | None:
     """Read and check ``[tool.asyncreload]`` from the nearest ``pyproject.toml``, if any.
 
-    Raises :class:`~asyncreload.ConfigError` for a file that isn't valid TOML, an unknown key, or
-    a value of the wrong type.
+    Raises :class:`~asyncreload.ConfigError` for an unknown key or a value of the wrong type, and
+    for a file that can't be read (not valid TOML, a ``tool`` that is not a table) when it is
+    ``needed``; when it isn't (the command line says everything), such a file gets one warning and
+    is ignored: a syntax error in another tool's table shouldn't stop ``run -- cmd``.
     """
     path = find_pyproject(start)
     if path is None:
@@ -86,17 +92,33 @@ def load_config(
                 "%s: [tool.asyncreload] ignored: reading it needs tomli on Python 3.10", path
             )
         return None
-    try:
-        with path.open("rb") as f:
-            document = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: can't read it: {e}") from None
-    table = document.get("tool", {}).get("asyncreload")
+    tool = _read_tool(path, needed=needed)
+    if tool is None:
+        return None
+    table = tool.get("asyncreload")
     if table is None:
         return None
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.asyncreload] must be a table")
     return RunConfig(path, check_table(table, path, os.environ if env is None else env))
+
+
+def _read_tool(path: Path, *, needed: bool) -> dict[str, Any] | None:
+    """The document's ``tool`` table; None (after a warning) if it can't be read, not needed."""
+    problem: object
+    try:
+        with path.open("rb") as f:
+            tool = tomllib.load(f).get("tool", {})
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        problem = e
+    else:
+        if isinstance(tool, dict):
+            return tool
+        problem = "'tool' is not a table"  # `tool = 3`, or `[[tool]]`: an array of tables
+    if needed:
+        raise ConfigError(f"{path}: can't read it: {problem}")
+    log.warning("%s: can't read it (%s); ignored", path, problem)
+    return None
 
 
 def check_table(table: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> dict[str, Any]:
@@ -131,10 +153,18 @@ def _bool(raw: object, _: Path) -> bool:
     return raw
 
 
-def _number(raw: object, _: Path) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-        raise TypeError("expected a non-negative number")
-    return float(raw)
+def _number(setting: str) -> Callable[[object, Path], float]:
+    quantity = QUANTITIES[setting]
+
+    def check(raw: object, _: Path) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise TypeError("expected a number")
+        problem = quantity.problem(raw)  # TOML has nan and inf
+        if problem is not None:
+            raise ValueError(problem)
+        return float(raw)
+
+    return check
 
 
 def _strings(raw: object, _: Path) -> tuple[str, ...]:
@@ -174,15 +204,15 @@ _KEYS: dict[str, Callable[[object, Path], Any]] = {
     "poll": _paths,
     "events": _paths,
     "force_polling": _bool,
-    "poll_interval": _number,
-    "poll_cpu": _number,
-    "debounce": _number,
-    "max_wait": _number,
+    "poll_interval": _number("poll_interval"),
+    "poll_cpu": _number("poll_cpu"),
+    "debounce": _number("debounce"),
+    "max_wait": _number("max_wait"),
     "include": _strings,
     "exclude": _strings,
     "no_default_ignores": _bool,
     "signal": _signal,
-    "grace": _number,
+    "grace": _number("grace"),
     "on_exit": _on_exit,
     "shell": _bool,
     "clear": _bool,

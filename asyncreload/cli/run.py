@@ -11,10 +11,27 @@ from typing import Any
 
 import anyio
 import click
+from anyio.abc import TaskStatus
 from click.core import ParameterSource
 
-from ._cli_common import (
+from .._exceptions import (
+    CommandError,
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    ConfigError,
+)
+from .._run import (
+    DEFAULT_GRACE,
+    OnExit,
+    ProcessRunner,
+    parse_signal,
+    returncode_to_status,
+    terminal_hung_up,
+)
+from .common import (
     EPILOG,
+    WATCHED_PATH,
+    Number,
     fail,
     run_async,
     setup_logging,
@@ -22,15 +39,7 @@ from ._cli_common import (
     watcher_kwargs,
     watcher_options,
 )
-from ._exceptions import (
-    CommandError,
-    CommandNotExecutableError,
-    CommandNotFoundError,
-    ConfigError,
-)
-from ._process import DEFAULT_GRACE, returncode_to_status, terminal_hung_up
-from ._pyproject import load_config
-from ._run import OnExit, ProcessRunner, parse_signal
+from .pyproject import load_config
 
 __all__ = ["run_command"]
 
@@ -58,6 +67,7 @@ found, 126 when it can't be executed; 2 for bad usage; 1 for other failures.
 @click.command(
     name="run",
     epilog=_RUN_EPILOG,
+    short_help="Run a command; restart it on change.",
     context_settings={"allow_interspersed_args": False},
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[--] COMMAND [ARGS]...")
@@ -66,7 +76,7 @@ found, 126 when it can't be executed; 2 for bad usage; 1 for other failures.
     "--watch",
     multiple=True,
     metavar="PATH",
-    type=click.Path(),
+    type=WATCHED_PATH,
     help="Watch PATH (repeatable).  [default: the current directory]",
 )
 @watcher_options
@@ -80,7 +90,7 @@ found, 126 when it can't be executed; 2 for bad usage; 1 for other failures.
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Number("grace"),
     default=DEFAULT_GRACE,
     show_default=True,
     metavar="SECONDS",
@@ -95,7 +105,12 @@ found, 126 when it can't be executed; 2 for bad usage; 1 for other failures.
     "restart it now, backing off while it keeps failing (restart), or exit with its "
     "status (exit).",
 )
-@click.option("--shell", is_flag=True, help="Run COMMAND with /bin/sh -c (pipes, &&, $VARS).")
+@click.option(
+    "--shell",
+    is_flag=True,
+    help="Run COMMAND as a /bin/sh -c script (pipes, &&, $VARS). Give the script as one "
+    "word; several words are joined with spaces into one script first, as ssh does.",
+)
 @click.option("--clear", is_flag=True, help="Clear the screen before each start.")
 @verbosity_options
 @click.pass_context
@@ -112,20 +127,23 @@ def run_command(
     \b
     Examples:
       asyncreload run -- python app.py
-      asyncreload run -w src -- flask --app app run --no-reload
+      asyncreload run -- flask --app app run --no-reload
       asyncreload run -- python manage.py runserver --noreload
       asyncreload run --include '*.py' -- pytest -x
-      asyncreload run --shell -- 'make && ./server'
+      asyncreload run --exclude build --shell -- 'make && build/server'
 
     \b
     A restart sends the stop signal to the command's process group (and to any
     process that left it), waits up to --grace seconds, SIGKILLs what is left,
     and starts COMMAND again. Changes made meanwhile are never lost: they cause
     one more restart. Nothing COMMAND started outlives asyncreload, even if
-    asyncreload itself is killed with SIGKILL.
+    asyncreload itself, or the guard process between it and COMMAND, is
+    killed with SIGKILL. COMMAND always starts in the directory asyncreload
+    was started in; if it is removed, asyncreload says so once, keeps running,
+    and starts COMMAND again once a directory by that name is back.
     """
-    opts = _with_config(ctx, opts)
     setup_logging(verbose, quiet)
+    opts = _with_config(ctx, opts, needed=not command)
     argv = command or opts["command"]
     if not argv:
         raise click.UsageError("missing COMMAND: asyncreload run [OPTIONS] -- COMMAND [ARGS]...")
@@ -152,7 +170,7 @@ def run_command(
 
     async def main() -> int | None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_steer, runner, received, had_terminal)
+            await tg.start(_steer, runner, received, had_terminal)
             try:
                 returncode = await runner.run()
             except CommandError as e:
@@ -174,10 +192,10 @@ _CANT_RUN = {CommandNotFoundError: 127, CommandNotExecutableError: 126}
 """The shell's exit statuses for a command it can't run."""
 
 
-def _with_config(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
+def _with_config(ctx: click.Context, opts: dict[str, Any], *, needed: bool) -> dict[str, Any]:
     """The options with ``[tool.asyncreload]`` filled in where the command line gave none."""
     values = {**opts, "command": ()}
-    config = load_config()
+    config = load_config(needed=needed)
     if config is None:
         return values
     for name, value in config.values.items():
@@ -188,10 +206,19 @@ def _with_config(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-async def _steer(runner: ProcessRunner, received: list[int], had_terminal: bool) -> None:
-    """SIGHUP restarts the command; SIGINT/SIGTERM stop it (a second one: SIGKILL it now)."""
+async def _steer(
+    runner: ProcessRunner,
+    received: list[int],
+    had_terminal: bool,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGHUP restarts the command; SIGINT/SIGTERM stop it (a second one: SIGKILL it now).
+
+    Started once the handlers are in place, before the command: see ``cancel_on_signals``."""
     wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     with anyio.open_signal_receiver(*wanted) as signals:
+        task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP and not (had_terminal and terminal_hung_up()):
                 log.debug("SIGHUP: restarting")

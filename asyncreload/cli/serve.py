@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import platform
 from typing import Any
 
 import anyio
 import click
 
-from ._cli_common import cancel_on_signals, run_async, setup_logging, verbosity_options
+from .._watch import DEFAULTS, current_directory, take_watcher_options
+from .common import (
+    WATCHED_PATH,
+    Number,
+    cancel_on_signals,
+    run_async,
+    setup_logging,
+    verbosity_options,
+)
 
 __all__ = ["serve_command"]
 
@@ -16,8 +27,19 @@ _SERVE_EPILOG = """\
 An existing uvicorn command line works after swapping the program name:
   uvicorn main:app --reload --reload-dir src
   asyncreload serve main:app --reload-dir src
---reload is accepted and always on. Not supported under reload, as in
-uvicorn: --workers.
+--reload is accepted and always on. Every uvicorn option is accepted with
+uvicorn's meaning, and so is its UVICORN_<OPTION> environment variable:
+--loop, --http, --ws, --ssl-*, --header and the others marked "uvicorn's"
+go to each worker's uvicorn.Config as they are, and one not given keeps
+uvicorn's default. --workers is ignored, with uvicorn's warning: under
+reload there is one worker.
+
+\b
+Watched by default: *.py and templates (*.html, *.jinja, *.jinja2, *.j2)
+under the --reload-dir directories, and the --env-file; an edit shows on the
+next request (its values re-read). --reload-exclude '*.html' takes one back.
+A path that keeps reloading the app (5 reloads within 10 s: the app writes
+it at start) is set aside, with one line, until something else changes.
 
 \b
 Reload strategies:
@@ -31,11 +53,101 @@ Reload strategies:
 """
 
 
-@click.command(name="serve", epilog=_SERVE_EPILOG)
-@click.argument("app")
+def _header(text: str) -> list[str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise click.BadParameter(f"must be NAME:VALUE, not {text!r}", param_hint="'--header'")
+    return [name, value]
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    # uvicorn's --version line, and ours
+    click.echo(
+        f"Running uvicorn {version('uvicorn')} with {platform.python_implementation()} "
+        f"{platform.python_version()} on {platform.system()} "
+        f"(asyncreload {version('asyncreload')})"
+    )
+    ctx.exit()
+
+
+def _uvicorn_options(f: Any) -> Any:
+    """uvicorn's options that serve passes to each worker's ``uvicorn.Config`` as they are.
+
+    Each defaults to None, "not given": the worker then gets uvicorn's own default, whatever the
+    installed uvicorn's is. tests/test_serve_apps.py checks this list against uvicorn's.
+    """
+    options = [
+        click.option("--loop", metavar="auto|asyncio|uvloop",
+                     help="Event loop (uvicorn's; auto: uvloop if installed)."),
+        click.option("--http", metavar="auto|h11|httptools",
+                     help="HTTP implementation (uvicorn's; auto: httptools if installed)."),
+        click.option("--http2", is_flag=True, default=None, help="HTTP/2 (uvicorn's)."),
+        click.option("--ws", metavar="auto|none|websockets|websockets-sansio|wsproto",
+                     help="WebSocket implementation (uvicorn's)."),
+        click.option("--ws-max-size", type=int, metavar="BYTES", help="uvicorn's."),
+        click.option("--ws-max-queue", type=int, metavar="N", help="uvicorn's."),
+        click.option("--ws-ping-interval", type=float, metavar="SECONDS", help="uvicorn's."),
+        click.option("--ws-ping-timeout", type=float, metavar="SECONDS", help="uvicorn's."),
+        click.option("--ws-per-message-deflate", type=bool, metavar="BOOLEAN",
+                     help="uvicorn's."),
+        click.option("--log-config", type=click.Path(exists=True, dir_okay=False),
+                     help="Logging configuration for the workers (.ini, .json, .yaml)."),
+        click.option("--use-colors/--no-use-colors", default=None,
+                     help="Colorized worker logs (uvicorn's)."),
+        click.option("--server-header/--no-server-header", default=None,
+                     help="The Server header (uvicorn's; on)."),
+        click.option("--date-header/--no-date-header", default=None,
+                     help="The Date header (uvicorn's; on)."),
+        click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
+                     help="A default response header (repeatable)."),
+        click.option("--limit-concurrency", type=int, metavar="N",
+                     help="Answer 503 beyond N connections or tasks (uvicorn's)."),
+        click.option("--limit-max-requests", type=int, metavar="N",
+                     help="A worker exits after N requests (uvicorn's)."),
+        click.option("--limit-max-requests-jitter", type=int, metavar="N", help="uvicorn's."),
+        click.option("--timeout-keep-alive", type=int, metavar="SECONDS",
+                     help="Close idle keep-alive connections after this (uvicorn's; 5)."),
+        click.option("--timeout-worker-healthcheck", type=int, metavar="SECONDS",
+                     help="uvicorn's (for its own multi-worker mode)."),
+        click.option("--h11-max-incomplete-event-size", type=int, metavar="BYTES",
+                     help="uvicorn's."),
+        click.option("--reset-contextvars", is_flag=True, default=None, help="uvicorn's."),
+        click.option("--ssl-keyfile", metavar="PATH", help="TLS key file."),
+        click.option("--ssl-certfile", metavar="PATH", help="TLS certificate file."),
+        click.option("--ssl-keyfile-password", metavar="TEXT", help="uvicorn's."),
+        click.option("--ssl-version", type=int, metavar="N", help="uvicorn's."),
+        click.option("--ssl-cert-reqs", type=int, metavar="N", help="uvicorn's."),
+        click.option("--ssl-ca-certs", metavar="PATH", help="uvicorn's."),
+        click.option("--ssl-ciphers", metavar="TEXT", help="uvicorn's."),
+        click.option("--backlog", type=int, default=2048, show_default=True,
+                     help="The listening socket's backlog."),
+        click.option("--workers", type=int, metavar="N",
+                     help="Ignored, with uvicorn's warning: one worker under reload."),
+        click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+                     callback=_print_version, help="Show the uvicorn version and exit."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+# uvicorn reads UVICORN_<OPTION> (UVICORN_PORT=9000, UVICORN_APP=main:app) when an option is not
+# given: so does serve, so that a uvicorn set-up made of environment variables works too.
+@click.command(
+    name="serve",
+    epilog=_SERVE_EPILOG,
+    short_help="Serve an ASGI/WSGI app; reload it on change.",
+    context_settings={"auto_envvar_prefix": "UVICORN"},
+)
+@click.argument("app", envvar="UVICORN_APP")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind to this address.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Bind to this port.")
-@click.option("--uds", metavar="PATH", help="Bind to a Unix domain socket instead.")
+@click.option("--uds", metavar="PATH", help="Bind to a Unix domain socket instead (a stale "
+              "socket there is replaced; any other file is refused).")  # fmt: skip
 @click.option("--fd", type=int, help="Serve on this already-open listening socket.")
 @click.option("--factory", is_flag=True, help="APP is a factory: call it to get the app.")
 @click.option(
@@ -45,7 +157,9 @@ Reload strategies:
     metavar="DIR",
     help="Import APP from DIR (added to sys.path); also watched by default.",
 )
-@click.option("--env-file", metavar="PATH", help="Environment file for the app (python-dotenv).")
+@click.option("--env-file", metavar="PATH",
+              help="Environment file for the app (python-dotenv); watched, and re-read at "
+              "each reload.")  # fmt: skip
 @click.option(
     "--interface",
     type=click.Choice(["auto", "asgi3", "asgi2", "wsgi"]),
@@ -73,12 +187,13 @@ Reload strategies:
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--timeout-graceful-shutdown",
-    type=float,
+    type=Number("grace"),
     default=3.0,
     show_default=True,
     metavar="SECONDS",
-    help="How long an old worker may finish in-flight requests (an open stream, "
-    "a WebSocket) before it is killed.",
+    help="How long an old worker keeps answering requests on its open connections "
+    "(with Connection: close) and finishing in-flight ones (an open stream, a WebSocket) "
+    "after a reload, before it is cut off.",
 )
 @click.option("--reload", is_flag=True, hidden=True)  # accepted for uvicorn's sake; always on
 @click.option(
@@ -86,7 +201,7 @@ Reload strategies:
     "reload_dirs",
     multiple=True,
     metavar="DIR",
-    type=click.Path(),
+    type=WATCHED_PATH,
     help="Watch DIR (repeatable).  [default: --app-dir]",
 )
 @click.option(
@@ -94,20 +209,21 @@ Reload strategies:
     "reload_includes",
     multiple=True,
     metavar="GLOB",
-    help="Also reload on files matching GLOB (repeatable); *.py always does.",
+    help="Also reload on files matching GLOB (repeatable); *.py, templates (*.html, *.jinja, "
+    "*.jinja2, *.j2) and the --env-file always do.",
 )
 @click.option(
     "--reload-exclude",
     "reload_excludes",
     multiple=True,
     metavar="GLOB",
-    help="Never reload on paths matching GLOB (repeatable).",
+    help="Never reload on paths matching GLOB (repeatable); wins over the includes.",
 )
 @click.option(
     "--reload-delay",
-    type=float,
+    type=Number("reload_delay"),
     metavar="SECONDS",
-    help="Quiet time that ends a batch of changes.  [default: 0.02]",
+    help=f"Quiet time that ends a batch of changes.  [default: {DEFAULTS.debounce:g}]",
 )
 @click.option(
     "--reload-strategy",
@@ -120,19 +236,22 @@ Reload strategies:
     "--poll",
     multiple=True,
     metavar="PATH",
-    type=click.Path(),
+    type=WATCHED_PATH,
     help="Stat-poll PATH (repeatable), as for 'watch'.",
 )
 @click.option(
     "--events",
     multiple=True,
     metavar="PATH",
-    type=click.Path(),
+    type=WATCHED_PATH,
     help="Kernel events for PATH (repeatable), as for 'watch'.",
 )
 @click.option("--force-polling", is_flag=True, default=None, help="Stat-poll everything.")
-@click.option("--poll-interval", type=float, metavar="SECONDS", help="As for 'watch'.")
-@click.option("--poll-cpu", type=float, metavar="PERCENT", help="As for 'watch'.")
+@click.option(
+    "--poll-interval", type=Number("poll_interval"), metavar="SECONDS", help="As for 'watch'."
+)
+@click.option("--poll-cpu", type=Number("poll_cpu"), metavar="PERCENT", help="As for 'watch'.")
+@_uvicorn_options
 @verbosity_options
 def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
     """Serve an ASGI or WSGI APP ("module:attribute") and reload it on change.
@@ -145,26 +264,49 @@ def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
       asyncreload serve main:app --reload-dir src --poll /mnt/share
 
     The listening socket is bound once and never closed during a reload, so
-    no request is refused; if the new code fails to import, the old version
-    keeps serving and the error is shown.
+    no request is refused, and the old worker hands its keep-alive
+    connections over, so none fails; if the new code fails to import, the
+    old version keeps serving and the error is shown.
     """
-    from ._serve import WATCHER_KEYS, ReloadStrategy, ServeConfig, serve_async
+    from .._serve import (
+        DEFAULT_RELOAD_INCLUDES,
+        WATCHER_KEYS,
+        ReloadStrategy,
+        ServeConfig,
+        serve_async,
+    )
 
     setup_logging(verbose, quiet)
+    # The app is imported from, and every relative path resolved in, the current directory:
+    # gone, nothing would work (one line, exit 2, rather than a traceback at the first use).
+    current_directory()
     del options["reload"]  # uvicorn's flag, accepted; reloading is what serve does
-    watcher = {k: options.pop(k) for k in WATCHER_KEYS if k in options}
+    workers = options.pop("workers")
+    if workers is not None and workers > 1:
+        # uvicorn's own words, and its behaviour: under reload there is one worker
+        logging.getLogger("asyncreload.serve").warning(
+            '"workers" flag is ignored when reloading is enabled.'
+        )
+    options["headers"] = [_header(h) for h in options["headers"]]
+    watcher = take_watcher_options(options, WATCHER_KEYS)
+    includes = (*DEFAULT_RELOAD_INCLUDES, *options.pop("reload_includes"))
+    strategy = ReloadStrategy(options.pop("reload_strategy"))
+    fields = {f.name for f in dataclasses.fields(ServeConfig)}
+    # The rest are uvicorn's options for the workers; those not given keep uvicorn's defaults.
+    passed = {k: options.pop(k) for k in list(options) if k not in fields}
     config = ServeConfig(
         app=app,
-        reload_includes=("*.py", *options.pop("reload_includes")),
-        strategy=ReloadStrategy(options.pop("reload_strategy")),
-        watcher={k: v for k, v in watcher.items() if v not in (None, ())},
+        reload_includes=includes,
+        strategy=strategy,
+        watcher=watcher,
+        uvicorn={k: v for k, v in passed.items() if v not in (None, [])},
         **options,
     )
     config.check()
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(cancel_on_signals, tg.cancel_scope)
+            await tg.start(cancel_on_signals, tg.cancel_scope)
             await serve_async(config)
 
     run_async(main)

@@ -50,7 +50,7 @@ def _time_sweeps() -> dict[str, Any]:
     if "on_sweep" in inspect.signature(asyncreload.open_watcher).parameters:
         return {"on_sweep": _report_sweep}
     try:
-        from asyncreload._stat import Sweeper
+        from asyncreload._watch.poll import Sweeper
     except ImportError:
         return {}
     original = getattr(Sweeper, "sweep_parallel", None)

@@ -1,8 +1,8 @@
 """The event stream: kernel events for the targets that get them, from one of two backends.
 
-* ``inotify`` (:mod:`._events_inotify`), the default on Linux: reads inotify itself and sleeps
+* ``inotify`` (:mod:`.inotify`), the default on Linux: reads inotify itself and sleeps
   on its file descriptor, so an idle watcher does no work at all.
-* ``watchfiles`` (:mod:`._events_watchfiles`), the default elsewhere: watchfiles' Rust backend,
+* ``watchfiles`` (:mod:`.watchfiles`), the default elsewhere: watchfiles' Rust backend,
   whose thread wakes every few milliseconds to look for events. On Linux it is there on request
   (``ASYNCRELOAD_EVENTS_BACKEND=watchfiles``).
 
@@ -19,10 +19,10 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._config import EventsBackend
-from ._plan import Target
-from ._types import Change
-from .filters import PathFilter
+from ..._types import Change
+from ...filters import PathFilter
+from ..config import EventsBackend
+from ..plan import Target
 
 __all__ = ["FallbackFn", "probe", "watch_events"]
 
@@ -36,9 +36,9 @@ WatchTargetFn = Callable[..., Coroutine[Any, Any, None]]
 def _watch_target(backend: EventsBackend) -> WatchTargetFn:
     # Imported on use: the process that watches natively never loads watchfiles' Rust module.
     if backend == "inotify":
-        from ._events_inotify import watch_target
+        from .inotify import watch_target
     else:
-        from ._events_watchfiles import watch_target
+        from .watchfiles import watch_target
     return watch_target
 
 
@@ -63,7 +63,7 @@ def probe(target: Target, path_filter: PathFilter, backend: EventsBackend) -> Ta
     """``target`` as ``backend`` would watch it: its watches are laid for real and dropped again,
     so a target that would hit the watch limit comes back polled, with the reason. Blocking."""
     if backend == "inotify":
-        from ._events_inotify import probe as probe_with
+        from .inotify import probe as probe_with
     else:
-        from ._events_watchfiles import probe as probe_with
+        from .watchfiles import probe as probe_with
     return probe_with(target, path_filter)

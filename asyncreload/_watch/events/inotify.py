@@ -8,7 +8,9 @@ merge then does the debouncing).
 inotify watches one directory at a time, so a target is walked and every directory in it gets a
 watch of its own, except the ones the filter prunes (``node_modules``, ``.git``, ...) and the
 nested targets watched the other way (a polled FUSE mount is never walked). Symlinked directories
-are followed, as the stat poller follows them; a loop is walked once. A new directory is walked
+are followed by the rule the stat poller follows (:mod:`..walk`): each directory once, never into
+a pseudo file system, and at most ``MAX_DIRS`` of them. Walks run in threads that are abandoned
+(and stop at their next directory) when the watcher is cancelled. A new directory is walked
 when it appears, and whatever is already in it is reported added (a ``git checkout`` fills a
 directory before its watch can exist). A directory moved or deleted takes its watches with it, so
 no change is ever reported under a path that is no longer there.
@@ -27,6 +29,7 @@ import logging
 import os
 import posixpath
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -35,7 +38,14 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._inotify import (
+from ..._exceptions import WatchPathError
+from ..._threads import run_sync
+from ..._types import Backend, Change, ChangeKind, Source
+from ...filters import PathFilter
+from ..names import KnownNames
+from ..plan import GONE, Target, is_within
+from ..walk import Walked, pseudo_devices
+from .inotify_bindings import (
     IN_ATTRIB,
     IN_CREATE,
     IN_DELETE,
@@ -43,6 +53,7 @@ from ._inotify import (
     IN_EXCL_UNLINK,
     IN_IGNORED,
     IN_ISDIR,
+    IN_MASK_ADD,
     IN_MODIFY,
     IN_MOVE_SELF,
     IN_MOVED_FROM,
@@ -59,12 +70,9 @@ from ._inotify import (
     read_events,
     rm_watch,
 )
-from ._plan import Target, is_within
-from ._types import Backend, Change, ChangeKind, Source
-from .filters import PathFilter
 
 if TYPE_CHECKING:
-    from ._events import FallbackFn
+    from . import FallbackFn
 
 __all__ = ["MASK", "probe", "watch_target"]
 
@@ -85,10 +93,19 @@ again in a checkout, and report files that were opened for writing but not writt
 _GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
 _VANISH_RETRIES = 5
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
 
 def _join(directory: str, name: str) -> str:
     return directory + name if directory.endswith("/") else f"{directory}/{name}"
+
+
+def _kind(entry: os.DirEntry[str]) -> tuple[str, bool, bool]:
+    try:
+        is_dir = entry.is_dir()
+        return entry.name, is_dir, is_dir and entry.is_symlink()
+    except OSError:
+        return entry.name, False, False
 
 
 class _Watches:
@@ -102,6 +119,8 @@ class _Watches:
         self.fd = fd
         self.paths: dict[int, list[str]] = {}
         self.wds: dict[str, int] = {}
+        self.names = KnownNames()
+        """The names in each watched directory: a rename over one of them is a modification."""
         # Watched directories by parent, so that dropping a subtree costs its size, not the
         # whole tree's: `rm -rf` of a thousand directories is a thousand drops.
         self._children: dict[str, set[str]] = {}
@@ -123,6 +142,7 @@ class _Watches:
         while stack:
             path = stack.pop()
             stack.extend(self._children.pop(path, ()))
+            self.names.forget(path)
             wd = self.wds.pop(path, None)
             if wd is not None:
                 dropped = True
@@ -144,6 +164,7 @@ class _Watches:
     def forget(self, wd: int) -> None:
         """The kernel dropped ``wd`` itself (``IN_IGNORED``): forget it."""
         for path in self.paths.pop(wd, ()):
+            self.names.forget(path)
             if self.wds.get(path) == wd:
                 del self.wds[path]
                 self._children.get(posixpath.dirname(path), set()).discard(path)
@@ -177,6 +198,11 @@ class _Tree:
         # watch on the file itself would be stuck to.
         self.top = target.path
         self.file_name: str | None = None
+        self.pseudo: frozenset[int] | None = None  # read from the mount table by the first walk
+        self.stop = threading.Event()
+        """Set when the watcher gives up on this tree: an abandoned walk ends at its next step."""
+        self.parent_wd: int | None = None
+        """The watch on the top's parent, which says when the top is deleted (see lay)."""
 
     def relative(self, path: str) -> str:
         """``path`` relative to the watched root, as the filter sees it."""
@@ -195,10 +221,27 @@ class _Tree:
             wd = self._watch(self.top)
             if wd is not None:
                 self.watches.add(self.top, wd)
+                self.watches.names.listed(self.top, [self.file_name])
         if self.top in self.denied:
             raise PermissionError(errno.EACCES, "permission denied", self.top)
         if self.top not in self.watches.wds:
             raise FileNotFoundError(errno.ENOENT, "vanished while being watched", path)
+        self._watch_parent()
+
+    def _watch_parent(self) -> None:
+        # The top's own IN_DELETE_SELF comes only once nothing holds the directory: while a
+        # process has its cwd there (ours, under `watch` with no path; the user's shell), an
+        # `rm -rf` of it raises nothing at all on its watch. Its parent's IN_DELETE comes at once.
+        # IN_MASK_ADD: the parent may also be watched as part of the tree (through a symlink).
+        parent = posixpath.dirname(self.top)
+        if parent == self.top:
+            return
+        try:
+            self.parent_wd = add_watch(
+                self.fd, parent, IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR | IN_MASK_ADD
+            )
+        except OSError as e:  # an unreadable parent: IN_DELETE_SELF still comes, later
+            log.debug("%s: can't watch it for the deletion of %s: %s", parent, self.top, e)
 
     def rebuild(self) -> None:
         """Walk the whole target again, keeping the watches that still apply, dropping the rest."""
@@ -219,52 +262,71 @@ class _Tree:
         """
         changes = []
         walks, accepts, relative = self.filter.walks, self.filter, self.relative
-        stack = [(start, self._ancestors(start))]
-        while stack:
-            path, ancestors = stack.pop()
-            wd = self._watch(path)
-            if wd is None:
-                continue
-            if wd in ancestors:  # the same inode as a directory above: a symlink loop
-                log.debug("%s: a symlink loop; not walked again", path)
-                continue
-            self.watches.add(path, wd)
-            below = ancestors | {wd}
-            try:
-                with os.scandir(path) as it:
-                    entries = list(it)
-            except OSError as e:
-                self._cant_read(path, e)
-                continue
-            for entry in entries:
-                child = _join(path, entry.name)
+        if self.pseudo is None:
+            self.pseudo = pseudo_devices()
+        walked = Walked(self.top, self.target.root, self.pseudo, already=len(self.watches.paths))
+        # Directories reached without a symlink first, then the others (the rule of walk.py),
+        # each with the first symlink on the way to it.
+        link = start if start != self.top and os.path.islink(start) else None
+        unlinked: list[tuple[str, str | None]] = []
+        linked: list[tuple[str, str | None]] = []
+        (unlinked if link is None else linked).append((start, link))
+        while (unlinked or linked) and not self.stop.is_set():
+            path, link = unlinked.pop() if unlinked else linked.pop()
+            for name, is_dir, is_link in self._enter(path, link, walked):
+                child = _join(path, name)
                 rel = relative(child)
-                try:
-                    # Follows symlinks, as the poller does; a loop ends at the check above.
-                    is_dir = entry.is_dir()
-                except OSError:
-                    is_dir = False
+                via = link or (child if is_link else None)
                 if is_dir:
                     if child in self.excludes or not walks(rel):
                         continue
-                    stack.append((child, below))
+                    (unlinked if via is None else linked).append((child, via))
                 if report and accepts(rel):
                     changes.append(Change(ChangeKind.ADDED, child, Source.EVENTS))
         return changes
 
-    def _ancestors(self, path: str) -> frozenset[int]:
-        # The watches of the directories above path, up to the top: a symlink below path that
-        # leads back to one of them is a loop.
-        wds = set()
-        parent = posixpath.dirname(path)
-        while path != self.top and is_within(parent, self.top):
-            wd = self.watches.wds.get(parent)
-            if wd is not None:
-                wds.add(wd)
-            path, parent = parent, posixpath.dirname(parent)
-        return frozenset(wds)
+    def _enter(self, path: str, link: str | None, walked: Walked) -> list[tuple[str, bool, bool]]:
+        """Watch the directory at ``path`` and list it (each entry's name, whether it is a
+        directory, following symlinks as the poller does, and whether it is a symlink to one),
+        if the walk rule lets it in."""
+        try:
+            fd = os.open(path, _DIR_FLAGS)
+        except OSError as e:
+            self._cant_read(path, e)
+            return []
+        try:
+            st = os.fstat(fd)
+            if st.st_dev in walked.pseudo:
+                log.debug("%s: on a pseudo file system; not walked", path)
+                return []
+            wd = self._watch(path)
+            if wd is None:
+                return []
+            others = self.watches.paths.get(wd)
+            if others and path not in others:
+                # The kernel gives one inode one descriptor: the directory is watched already.
+                log.debug("%s: already watched as %s; not walked again", path, others[0])
+                return []
+            if not others:
+                walked.count(path, link)  # raises past MAX_DIRS
+            self.watches.add(path, wd)
+            with os.scandir(fd) as it:  # read while fd is open: is_dir() of a link stats through it
+                entries = [_kind(entry) for entry in it]
+        except (WatchLimitError, WatchPathError):
+            raise  # the watch limit, or the walk grew too large: the target's problem
+        except OSError as e:
+            self._cant_read(path, e)
+            return []
+        finally:
+            os.close(fd)
+        self.watches.names.listed(path, (name for name, _, _ in entries))
+        return entries
 
     def _watch(self, path: str) -> int | None:
+        if self.stop.is_set():
+            # The watcher gave up on this tree and closes its descriptor: a walk abandoned in
+            # a thread must not add watches to whatever reuses that number.
+            return None
         try:
             wd = add_watch(self.fd, path, MASK)
         except WatchLimitError:
@@ -304,6 +366,12 @@ class _Tree:
                     out.gone = True
                 watches.forget(event.wd)
                 continue
+            if (
+                event.wd == self.parent_wd
+                and mask & (IN_DELETE | IN_MOVED_FROM)
+                and event.name == posixpath.basename(self.top)
+            ):
+                out.gone = True
             dirs = watches.paths.get(event.wd)
             if not dirs:
                 continue  # a watch already dropped: its last events are still in the queue
@@ -323,6 +391,8 @@ class _Tree:
         rel = self.relative(path)
         is_dir = bool(mask & IN_ISDIR)
         if mask & (IN_CREATE | IN_MOVED_TO):
+            # A rename over a name that was there (an atomic save) is a modification.
+            kind = self.watches.names.arrived(path)
             # A symlink to a directory comes without IN_ISDIR; it is walked, as the poller does.
             if not is_dir and self.file_name is None and os.path.isdir(path):
                 is_dir = True
@@ -330,9 +400,11 @@ class _Tree:
                 if not self.filter.walks(rel):
                     return
                 out.new_dirs[path] = None
+                kind = ChangeKind.ADDED  # a directory is reported only as added or deleted
             if self.filter(rel):
-                out.changes.append(Change(ChangeKind.ADDED, path, Source.EVENTS))
+                out.changes.append(Change(kind, path, Source.EVENTS))
         elif mask & (IN_DELETE | IN_MOVED_FROM):
+            self.watches.names.left(path)
             # A directory moved away raises this one event for everything in it: it is reported
             # even if the filter takes only some files, which were in it and are now gone.
             dropped = (is_dir or path in self.watches.wds) and self.watches.drop(path)
@@ -388,7 +460,7 @@ class _Tree:
             return changes, "permission denied"
         if out.gone:
             changes.append(Change(ChangeKind.DELETED, self.target.path, Source.EVENTS))
-            return changes, "moved or deleted"
+            return changes, GONE
         return changes, None
 
     def _warn_overflow(self) -> None:
@@ -404,14 +476,13 @@ class _Tree:
             now,
         )
 
-    async def pump(
-        self, send: MemoryObjectSendStream[list[Change]], limiter: anyio.CapacityLimiter
-    ) -> str:
+    async def pump(self, send: MemoryObjectSendStream[list[Change]]) -> str:
         """Hand on the changes of each wakeup in one send, until this target must be polled."""
         while True:
             await anyio.wait_readable(self.fd)
-            # Reading is quick, but new directories are walked: all of it off the event loop.
-            changes, fall_back = await anyio.to_thread.run_sync(self.step, limiter=limiter)
+            # Reading is quick, but new directories are walked: all of it off the event loop,
+            # in a thread abandoned on cancellation (a symlink may lead anywhere).
+            changes, fall_back = await run_sync(self.step)
             if changes:
                 await send.send(changes)
             if fall_back is not None:
@@ -433,14 +504,13 @@ async def _watch(
         reason = limit_message(e) if isinstance(e, WatchLimitError) else f"inotify: {e.strerror}"
         log.warning("%s: %s; polling it instead", target.path, reason)
         return reason
-    # The walks get a thread of their own: they never wait for, nor hold, a token of the
-    # default limiter that the embedding app's to_thread calls share.
-    limiter = anyio.CapacityLimiter(1)
+    # The walks get threads of their own (never a token of the default limiter that the
+    # embedding app's to_thread calls share), abandoned if the watcher is cancelled mid-walk.
+    tree = _Tree(target, path_filter, fd)
     try:
-        tree = _Tree(target, path_filter, fd)
         for attempt in range(1, _VANISH_RETRIES + 1):
             try:
-                await anyio.to_thread.run_sync(tree.lay, limiter=limiter)
+                await run_sync(tree.lay)
                 break
             except FileNotFoundError:
                 # If the target keeps vanishing as it is walked, the poller copes with that better.
@@ -457,8 +527,9 @@ async def _watch(
                 return "permission denied"
         log.debug("%s: %d inotify watches", target.path, len(tree.watches.paths))
         ready()
-        return await tree.pump(send, limiter)
+        return await tree.pump(send)
     finally:
+        tree.stop.set()
         # No task may be left waiting on a descriptor number that is about to be reused.
         anyio.notify_closing(fd)
         os.close(fd)

@@ -2,7 +2,7 @@
 
 A thin shell over libc (through :mod:`ctypes`) and one pure function, :func:`parse`, that reads
 the kernel's ``struct inotify_event`` records out of a buffer. Nothing here knows about targets or
-filters; :mod:`._events_inotify` builds the recursive watch on top.
+filters; :mod:`.inotify` builds the recursive watch on top.
 
 >>> import struct
 >>> record = struct.pack("iIII", 1, IN_CREATE, 0, 16) + b"app.py".ljust(16, b"\\0")
@@ -41,7 +41,6 @@ __all__ = [
     "Event",
     "WatchLimitError",
     "add_watch",
-    "available",
     "init",
     "inotify_limits",
     "limit_message",
@@ -65,6 +64,7 @@ IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 IN_EXCL_UNLINK = 0x04000000
+IN_MASK_ADD = 0x20000000
 IN_ISDIR = 0x40000000
 
 # inotify_init1's flags are the O_ flags of the same name.
@@ -145,15 +145,6 @@ def _libc() -> _Libc:
     add.argtypes, add.restype = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int
     rm.argtypes, rm.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return _Libc(init1, add, rm)
-
-
-def available() -> bool:
-    """True where the native backend can run: Linux, with a libc that has inotify."""
-    try:
-        _libc()
-    except OSError:
-        return False
-    return True
 
 
 def _error(path: str | None = None) -> OSError:
