@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.abc import Process, TaskStatus, UNIXSocketStream
+from anyio.abc import Process, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from .._channel import Channel
 from .._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
 
 __all__ = [
@@ -153,7 +154,7 @@ class ManagedProcess:
     """
 
     def __init__(
-        self, stream: UNIXSocketStream, *, stop_signal: int, grace: float, foreground: bool
+        self, stream: Channel, *, stop_signal: int, grace: float, foreground: bool
     ) -> None:
         self._stream = stream
         self._lines = BufferedByteReceiveStream(stream)
@@ -474,7 +475,7 @@ async def open_managed_process(
             raise CommandError(f"can't start the guard process: {e}") from e
         finally:
             theirs.close()  # the guard's copy is the only one: its death must reach us as EOF
-        stream = await UNIXSocketStream.from_socket(ours)
+        stream = Channel(ours)
         proc = ManagedProcess(
             stream,
             stop_signal=stop_signal,

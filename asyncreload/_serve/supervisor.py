@@ -38,9 +38,10 @@ from functools import partial
 from typing import Any
 
 import anyio
-from anyio.abc import Process, TaskStatus, UNIXSocketStream
+from anyio.abc import Process, TaskStatus
 
 from .._bytecode import purge_stale_bytecode
+from .._channel import Channel
 from .._exceptions import AsyncReloadError, ConfigError
 from .._loopguard import LoopGuard, changed_at, muted_line
 from .._signals import cancel_on_signals
@@ -288,7 +289,7 @@ class _Worker:
     """One worker process and its control channel."""
 
     def __init__(
-        self, process: Process, channel: UNIXSocketStream, on_close: Callable[[_Worker], None]
+        self, process: Process, channel: Channel, on_close: Callable[[_Worker], None]
     ) -> None:
         self.on_close = on_close
         self.process = process
@@ -407,10 +408,9 @@ class _Supervisor:
             raise
         finally:
             theirs.close()
-        with anyio.CancelScope(shield=True):  # from here on, the worker is ours to stop
-            channel = await UNIXSocketStream.from_socket(ours)
-            worker = _Worker(process, channel, self.workers.discard)
-            self.workers.add(worker)
+        # From here on, the worker is ours to stop.
+        worker = _Worker(process, Channel(ours), self.workers.discard)
+        self.workers.add(worker)
         await worker.send(op="hello", preload=self.preload if preload is None else preload)
         return worker
 
