@@ -111,6 +111,5 @@ async def test_closing_wakes_a_waiting_reader(pair: tuple[Channel, socket.socket
 async def test_a_peer_that_died_is_a_broken_channel(pair: tuple[Channel, socket.socket]) -> None:
     channel, theirs = pair
     theirs.close()
-    with pytest.raises(anyio.BrokenResourceError):
-        for _ in range(100):  # the first sends may still fit in the buffer on some kernels
-            await channel.send(b"x" * 65536)
+    with pytest.raises(anyio.BrokenResourceError):  # EPIPE: nobody reads any more
+        await channel.send(b"x")
