@@ -8,15 +8,21 @@ which the data arrives (a worker's last message as it is stopped, say) leaves th
 queued for a cancelled future, and it raises ``InvalidStateError`` in the event loop: a
 traceback on the console, and a failed test wherever the loop's errors are collected.
 ``wait_readable`` completes its future only if it is still pending.
+
+On top of the bytes, the messages of both protocols, framed by :mod:`._wire`.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import ByteStream
+
+from . import _wire
 
 _CHUNK = 1 << 16
 
@@ -31,6 +37,24 @@ class Channel(ByteStream):
         # One reader and one writer at a time, as anyio's own streams allow.
         self._reading = anyio.Lock()
         self._writing = anyio.Lock()
+        self._lines = _wire.Lines()
+
+    async def send_message(self, message: Mapping[str, Any]) -> None:
+        await self.send(_wire.encode(message))
+
+    async def receive_message(self) -> dict[str, Any]:
+        """The next message. :exc:`~anyio.EndOfStream` once the other end has closed,
+        :exc:`~anyio.BrokenResourceError` for a line that is not a message (after which nothing
+        more is read). Not to be mixed with :meth:`receive`."""
+        while True:
+            try:
+                message = self._lines.next()
+            except ValueError as e:
+                await self.aclose()
+                raise anyio.BrokenResourceError(f"a bad message: {e}") from e
+            if message is not None:
+                return message
+            self._lines.feed(await self.receive())
 
     async def receive(self, max_bytes: int = _CHUNK) -> bytes:
         async with self._reading:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,9 +17,16 @@ ROOMS = ("_watch", "_run", "_serve")
 """Subpackages that others may use only through their ``__init__``."""
 PROGRAMS = {"_run/guard_program.py", "_serve/worker_program.py"}
 """Run as processes of their own."""
-CROSSINGS = {("_serve/worker_program.py", "asyncreload._run.guard_program")}
-"""Known imports of another room's insides: the worker is a subreaper like the guard and takes
-its process-tree code (the guard runs by file path, so it can't import a shared module)."""
+SHARED = {
+    "_wire.py": "asyncreload._wire",
+    "_subreaper.py": "asyncreload._subreaper",
+    "_run/guard_protocol.py": "asyncreload._run.guard_protocol",
+    "_serve/worker_protocol.py": "asyncreload._serve.worker_protocol",
+}
+"""What the programs share with the parent that starts them (framing, process trees, their
+protocols): standard library only too. The guard imports them as top-level modules."""
+CROSSINGS: set[tuple[str, str]] = set()
+"""Known imports of another room's insides."""
 WORKER_NEEDS = {"uvicorn", "a2wsgi"}
 """What the worker imports besides the standard library: it is a uvicorn worker."""
 PUBLIC = ("asyncreload", "asyncreload.filters")
@@ -79,18 +88,37 @@ def test_what_a_room_gives_is_in_its_all() -> None:
     assert not missing
 
 
-@pytest.mark.parametrize("program", sorted(PROGRAMS))
+@pytest.mark.parametrize("program", sorted(PROGRAMS | set(SHARED)))
 def test_the_child_programs_import_the_standard_library_only(program: str) -> None:
     rel, name, tree = next(m for m in _modules() if m[0] == program)
+    shared = set(SHARED.values())
+    shared |= {m.rpartition(".")[2] for m in shared}  # as the guard imports them
     others = set()
-    for module, _names in _imports(rel, name, tree):
+    for module, names in _imports(rel, name, tree):
         top = module.split(".")[0]
         if top in sys.stdlib_module_names or top == "__future__":
             continue
-        if (rel, module) in CROSSINGS or top in (WORKER_NEEDS if "worker" in rel else set()):
+        if module in shared or {f"{module}.{n}" for n in names} <= shared:
+            continue
+        if top in (WORKER_NEEDS if "worker" in rel else set()):
             continue
         others.add(module)
     assert not others
+
+
+def test_the_guard_starts_without_third_party_packages(tmp_path: Path) -> None:
+    # As the guard is started, with site-packages hidden too (-S): its imports all resolve from
+    # the standard library and CONFIG's path. It then fails at the first thing it does, on the
+    # socket it was not given.
+    from asyncreload._run.process import GUARD, GUARD_PATH
+
+    config = json.dumps({"fd": 987, "path": GUARD_PATH})
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", str(GUARD), config],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert "ImportError" not in done.stderr and "ModuleNotFoundError" not in done.stderr
+    assert "Bad file descriptor" in done.stderr, done.stderr
 
 
 def _offered(path: Path) -> set[str]:

@@ -26,8 +26,8 @@ from asyncreload import (
     ManagedProcess,
     open_managed_process,
 )
-from asyncreload._run.guard_program import descendants, parse_stat
 from asyncreload._run.process import describe_returncode, returncode_to_status
+from asyncreload._subreaper import descendants, parse_stat
 
 from .helpers import DEADLINE, eventually
 from .processes import Journal, Tracked, child_command, parent, start_time

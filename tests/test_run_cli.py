@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from asyncreload._run.guard_program import descendants
+from asyncreload._subreaper import descendants
 
 from .conftest import wait_for
 from .helpers import CLI

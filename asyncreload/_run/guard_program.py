@@ -1,7 +1,8 @@
 """The guard: a small process between asyncreload and the command, so nothing outlives asyncreload.
 
-asyncreload starts one guard per run (``python -I guard_program.py CONFIG``, stdlib only, so it
-starts fast and imports nothing of asyncreload) and talks to it over a socket. The guard
+asyncreload starts one guard per run (``python -I guard_program.py CONFIG``: standard library
+only, so it starts fast and imports nothing of asyncreload's but the three standard-library
+modules it shares with it, found through CONFIG) and talks to it over a socket. The guard
 
 - makes itself a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): whatever the command
   starts and abandons, even a grandchild that called ``setsid()`` or double-forked, is re-parented
@@ -33,22 +34,7 @@ sends one to the foreground group when the terminal's session leader exits after
 asyncreload, in a background group, would not hear of it otherwise (a shell that forwards SIGHUP to
 its jobs is interactive; ``sh -c`` under ssh or script(1) is not).
 
-Protocol, one JSON object per line each way::
-
-    asyncreload -> guard   {"op": "spawn", "argv": [...], "env": {...}, "cwd": "..."|null,
-                            "foreground": true}
-                           {"op": "stop", "signal": 15, "grace": 5.0, "signalled": false}
-                           {"op": "kill"}   (during a stop: don't wait out the grace period)
-                           {"op": "resume", "foreground": true}   (after "suspended")
-    guard -> asyncreload   {"event": "ready", "pid": N}
-                           {"event": "started", "pid": N}
-                           {"event": "error", "errno": E, "message": "...", "step": S}
-                           (S: "cwd" when chdir failed, "exec" when exec did)
-                           {"event": "exited", "pid": N, "returncode": RC}
-                           {"event": "interrupt", "signal": 2}   (or 3; 1: SIGHUP)
-                           {"event": "stopped", "killed": false, "victims": [], "stuck": []}
-                           (victims: [pid, name] of each process SIGKILLed)
-                           {"event": "suspended", "pid": N, "signal": 20}
+The messages each way are in :mod:`.guard_protocol`.
 
 A command that holds the terminal and is stopped (Ctrl-Z, or SIGTTIN when it reads the terminal
 from the background) is handled as a shell handles a stopped job: the guard keeps the command's
@@ -62,7 +48,6 @@ guard restores the command's terminal modes, gives it the terminal again and con
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -76,121 +61,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = [
-    "PR_SET_CHILD_SUBREAPER",
-    "descendants",
-    "end_descendants",
-    "main",
-    "parse_stat",
-    "prctl",
-]
+if __package__:  # imported as a part of asyncreload (by the tests, by mypy)
+    from .. import _subreaper, _wire
+    from . import guard_protocol as protocol
+else:  # run as the guard: asyncreload's directories are in CONFIG (see main)
+    sys.path.extend(json.loads(sys.argv[1])["path"])
+    import _subreaper  # type: ignore[import-not-found, no-redef]
+    import _wire  # type: ignore[import-not-found, no-redef]
+    import guard_protocol as protocol  # type: ignore[import-not-found, no-redef]
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
+__all__ = ["main"]
+
 SENTINEL_TIMEOUT = 1.0
 """Seconds to wait for the sentinel's last word once the command has exited."""
-KILL_TIMEOUT = 10.0
-"""Seconds to wait for SIGKILLed processes to be reaped before reporting them as stuck (a process
-in uninterruptible sleep, e.g. on a dead NFS server, can't die until the kernel lets it)."""
 
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP)
 _IGNORED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP)
 _REPORTED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
-
-
-def parse_stat(text: str) -> tuple[str, int, int]:
-    """``(state, ppid, pgid)`` from the text of ``/proc/PID/stat``.
-
-    The command name is in parentheses and may itself hold spaces and parentheses, so the fields
-    are counted from the last ``)``.
-
-    >>> parse_stat("42 (my (odd) name) S 7 42 42 0 -1")
-    ('S', 7, 42)
-    """
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def descendants(root: int) -> dict[int, int]:
-    """Every living descendant of ``root`` (from ``/proc``), as ``{pid: pgid}``.
-
-    Zombies are left out: they are dead already, and only wait to be reaped.
-    """
-    children: dict[int, list[int]] = {}
-    pgids: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                state, ppid, pgid = parse_stat(f.read())
-        except (OSError, ValueError):
-            continue  # it exited while we looked
-        if state == "Z":
-            continue
-        pid = int(entry.name)
-        children.setdefault(ppid, []).append(pid)
-        pgids[pid] = pgid
-    found: dict[int, int] = {}
-    todo = list(children.get(root, ()))
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found[pid] = pgids[pid]
-            todo.extend(children.get(pid, ()))
-    return found
-
-
-def prctl(option: int, arg: int) -> None:
-    """Linux's ``prctl(2)`` with one argument; OSError on failure."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, arg, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def _name(pid: int) -> str:
-    """A process's name (``/proc/PID/comm``: the program's, cut to 15 bytes), or ``?``."""
-    try:
-        with open(f"/proc/{pid}/comm", errors="replace") as f:
-            return f.read().rstrip("\n")
-    except OSError:
-        return "?"
-
-
-def _signal(pid: int, sig: int, *, group: bool = False) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone already
-        (os.killpg if group else os.kill)(pid, sig)
-
-
-def _reap_children() -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-
-
-def end_descendants(grace: float, sig: int = signal.SIGTERM) -> None:
-    """Send ``sig`` to every descendant of this process, SIGKILL what is left after ``grace``
-    seconds, and reap what it can. For a process on its way out that started others, or whose
-    code did (blocking). Made a subreaper first, such a process also holds what double-forked
-    away."""
-    me = os.getpid()
-    left = descendants(me)
-    for pid in left:
-        _signal(pid, sig)
-        _signal(pid, signal.SIGCONT)  # a stopped process only acts on it once it runs again
-    deadline, killed = time.monotonic() + grace, False
-    while left:
-        _reap_children()
-        left = descendants(me)
-        if left and time.monotonic() >= deadline:
-            if killed:
-                return  # in uninterruptible sleep: nothing more can be done
-            for pid in left:
-                _signal(pid, signal.SIGKILL)
-            deadline, killed = time.monotonic() + KILL_TIMEOUT, True
-        if left:
-            time.sleep(0.02)
 
 
 @dataclass
@@ -225,7 +112,7 @@ class Guard:
         self.sentinel_fd: int | None = None
         self.stopping: _Stop | None = None
         self.closing = False
-        self.inbox = b""
+        self.inbox = _wire.Lines()
         self.selector = selectors.DefaultSelector()
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -234,7 +121,7 @@ class Guard:
     def setup(self) -> None:
         """Become a subreaper (the keeper's group, its ignored signals are inherited); route
         signals into the loop."""
-        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _subreaper.prctl(_subreaper.PR_SET_CHILD_SUBREAPER, 1)
         for sig in _HANDLED:
             signal.signal(sig, lambda *_: None)
         signal.set_wakeup_fd(self.wakeup_w)
@@ -247,7 +134,7 @@ class Guard:
         self.selector.register(self.sock, selectors.EVENT_READ, "socket")
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, "signal")
         self.selector.register(self.keeper, selectors.EVENT_READ, "keeper")
-        self.send(event="ready", pid=self.pid)
+        self.send(event=protocol.READY, pid=self.pid)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -281,14 +168,15 @@ class Guard:
         if not data:
             self.close()
             return
-        self.inbox += data
-        while b"\n" in self.inbox:
-            line, self.inbox = self.inbox.split(b"\n", 1)
+        self.inbox.feed(data)
+        while True:
             try:
-                request = json.loads(line)
+                request = self.inbox.next()
+                if request is None:
+                    break
                 self.handle(request)
             except (ValueError, KeyError, TypeError) as e:
-                self.send(event="error", errno=errno.EINVAL, message=f"bad request: {e}")
+                self.send(event=protocol.ERROR, errno=errno.EINVAL, message=f"bad request: {e}")
 
     def on_signals(self) -> None:
         try:
@@ -305,7 +193,7 @@ class Guard:
         os.close(self.sentinel_fd)
         self.sentinel_fd = None
         if data and self.stopping is None:
-            self.send(event="interrupt", signal=data[0])
+            self.send(event=protocol.INTERRUPT, signal=data[0])
 
     def close(self) -> None:
         """Asyncreload is gone (or we were told to go): stop everything, then exit."""
@@ -319,17 +207,17 @@ class Guard:
 
     def handle(self, request: dict[str, Any]) -> None:
         op = request.get("op")
-        if op == "spawn":
+        if op == protocol.SPAWN:
             foreground = bool(request.get("foreground", True))
             self.spawn(request["argv"], request["env"], request.get("cwd"), foreground=foreground)
-        elif op == "stop":
+        elif op == protocol.STOP:
             grace = float(request.get("grace", self.grace))
             sig = int(request.get("signal", self.stop_signal))
             self.begin_stop(sig, grace, signalled=bool(request.get("signalled")))
             self.check_stop()
-        elif op == "resume":
+        elif op == protocol.RESUME:
             self.resume(foreground=bool(request.get("foreground")))
-        elif op == "kill" and self.stopping is not None and not self.stopping.killed:
+        elif op == protocol.KILL and self.stopping is not None and not self.stopping.killed:
             self.stopping.deadline = 0.0
             self.check_stop()
 
@@ -338,7 +226,7 @@ class Guard:
             return
         try:
             self.sock.setblocking(True)
-            self.sock.sendall(json.dumps(message).encode() + b"\n")
+            self.sock.sendall(_wire.encode(message))
             self.sock.setblocking(False)
         except OSError:
             self.close()
@@ -350,7 +238,9 @@ class Guard:
     ) -> None:
         """Start the command; with ``foreground`` (and a terminal), give it the terminal."""
         if self.child is not None:
-            self.send(event="error", errno=errno.EBUSY, message="a command is already running")
+            self.send(
+                event=protocol.ERROR, errno=errno.EBUSY, message="a command is already running"
+            )
             return
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         # Block signals across fork: the child must not run the guard's handlers (they'd write to
@@ -375,12 +265,12 @@ class Guard:
             number, _, step = failure.decode().partition(" ")
             code = int(number)
             self.give_back_terminal()
-            self.send(event="error", errno=code, message=os.strerror(code), step=step)
+            self.send(event=protocol.ERROR, errno=code, message=os.strerror(code), step=step)
             return
         self.child = pid
         if foreground:
             self.start_sentinel(pid)
-        self.send(event="started", pid=pid)
+        self.send(event=protocol.STARTED, pid=pid)
 
     def start_sentinel(self, pgid: int) -> None:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -401,16 +291,16 @@ class Guard:
         self.kill_sentinel()
         group = self.child
         if group is not None and not signalled:
-            _signal(group, sig, group=True)
-        strays = [p for p, g in descendants(self.pid).items() if g != group]
+            _subreaper.send_signal(group, sig, group=True)
+        strays = [p for p, g in _subreaper.descendants(self.pid).items() if g != group]
         for pid in strays:
-            _signal(pid, sig)
+            _subreaper.send_signal(pid, sig)
         if sig not in (signal.SIGKILL, signal.SIGCONT):
             # A stopped process only acts on the signal once it runs again.
             if group is not None:
-                _signal(group, signal.SIGCONT, group=True)
+                _subreaper.send_signal(group, signal.SIGCONT, group=True)
             for pid in strays:
-                _signal(pid, signal.SIGCONT)
+                _subreaper.send_signal(pid, signal.SIGCONT)
         self.stopping = _Stop(deadline=time.monotonic() + grace)
 
     def check_stop(self) -> None:
@@ -419,32 +309,34 @@ class Guard:
             return
         if not self.reap():
             self.stopping = None
-            self.send(event="stopped", killed=stop.killed, victims=stop.victims, stuck=[])
+            self.send(event=protocol.STOPPED, killed=stop.killed, victims=stop.victims, stuck=[])
             return
         if time.monotonic() < stop.deadline:
             return
         if not stop.killed:
             stop.victims = self.kill_all()
             stop.killed = True
-            stop.deadline = time.monotonic() + KILL_TIMEOUT
+            stop.deadline = time.monotonic() + _subreaper.KILL_TIMEOUT
             self.check_stop()
             return
-        stuck = sorted(descendants(self.pid))
+        stuck = sorted(_subreaper.descendants(self.pid))
         self.stopping = None
-        self.send(event="stopped", killed=True, victims=stop.victims, stuck=stuck)
+        self.send(event=protocol.STOPPED, killed=True, victims=stop.victims, stuck=stuck)
 
     def kill_all(self) -> list[tuple[int, str]]:
         """SIGKILL every descendant; sweep again in case one forked while we walked. Returns
         what was alive before, ``(pid, name)``, so the warning can say whom it killed."""
-        victims = [(pid, _name(pid)) for pid in sorted(descendants(self.pid))]
+        victims = [
+            (pid, _subreaper.name_of(pid)) for pid in sorted(_subreaper.descendants(self.pid))
+        ]
         if self.child is not None:
-            _signal(self.child, signal.SIGKILL, group=True)
+            _subreaper.send_signal(self.child, signal.SIGKILL, group=True)
         for _ in range(10):
-            found = descendants(self.pid)
+            found = _subreaper.descendants(self.pid)
             if not found:
                 break
             for pid in found:
-                _signal(pid, signal.SIGKILL)
+                _subreaper.send_signal(pid, signal.SIGKILL)
             time.sleep(0.001)
         return victims
 
@@ -459,7 +351,7 @@ class Guard:
         if self.sentinel is None or self.sentinel_fd is None:
             self.kill_sentinel()
             return
-        _signal(self.sentinel, signal.SIGTERM)
+        _subreaper.send_signal(self.sentinel, signal.SIGTERM)
         ready, _, _ = select.select([self.sentinel_fd], [], [], SENTINEL_TIMEOUT)
         if ready:
             self.on_sentinel()
@@ -467,7 +359,7 @@ class Guard:
 
     def kill_sentinel(self) -> None:
         if self.sentinel is not None:
-            _signal(self.sentinel, signal.SIGKILL)
+            _subreaper.send_signal(self.sentinel, signal.SIGKILL)
             self.sentinel = None
 
     def reap(self) -> bool:
@@ -490,7 +382,9 @@ class Guard:
                 # (an exit alone would read as "it exited by itself": restart on a change).
                 self.hear_out_sentinel()
                 self.give_back_terminal()
-                self.send(event="exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
+                self.send(
+                    event=protocol.EXITED, pid=pid, returncode=os.waitstatus_to_exitcode(status)
+                )
 
     # -- job control ----------------------------------------------------------------------------
 
@@ -505,7 +399,7 @@ class Guard:
             except (OSError, termios.error):
                 self.child_termios = None
         self.give_back_terminal()
-        self.send(event="suspended", pid=pid, signal=sig)
+        self.send(event=protocol.SUSPENDED, pid=pid, signal=sig)
 
     def resume(self, *, foreground: bool) -> None:
         """Continue the stopped command; with ``foreground``, give it the terminal first."""
@@ -520,7 +414,7 @@ class Guard:
                 self.holder = self.child
             except (OSError, termios.error):
                 pass  # no terminal any more: continue it anyway
-        _signal(self.child, signal.SIGCONT, group=True)
+        _subreaper.send_signal(self.child, signal.SIGCONT, group=True)
 
     # -- the terminal ---------------------------------------------------------------------------
 
@@ -558,7 +452,7 @@ def _exec_child(
     foreground: bool,
 ) -> None:
     """In the forked child: own group, the terminal if asked, default signals, exec; no return."""
-    code, step = 0, "exec"
+    code, step = 0, protocol.AT_EXEC
     try:
         signal.set_wakeup_fd(-1)
         os.setpgid(0, 0)
@@ -571,9 +465,9 @@ def _exec_child(
         _reset_signals()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if cwd is not None:
-            step = "cwd"
+            step = protocol.AT_CWD
             os.chdir(cwd)
-            step = "exec"
+            step = protocol.AT_EXEC
         os.execvpe(argv[0], argv, env)
     except OSError as e:
         code = e.errno or errno.EINVAL
@@ -592,7 +486,8 @@ def _sentinel(pgid: int, guard: int, write_fd: int) -> None:
         # Keep nothing of the guard's open but the pipe back to it.
         os.dup2(write_fd, 3)
         os.closerange(4, 1 << 16)
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the guard is single-threaded: this is safe
+        # The guard is single-threaded: its death is this thread's parent's.
+        _subreaper.prctl(_subreaper.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != guard:
             os._exit(0)
         os.setpgid(0, pgid)
@@ -618,7 +513,7 @@ def _keep(guard: int, config: dict[str, Any]) -> int:
             modes = termios.tcgetattr(0)
     os.waitpid(guard, 0)
     grace = float(config.get("grace", 5.0))
-    end_descendants(grace, int(config.get("signal", signal.SIGTERM)))
+    _subreaper.end_descendants(grace, int(config.get("signal", signal.SIGTERM)))
     if terminal_pgrp is not None:
         # The terminal went to a command we just ended: give it back, or asyncreload is left
         # in the background of its own terminal. Not if somebody else holds it (after ``bg``).
@@ -634,14 +529,15 @@ def _keep(guard: int, config: dict[str, Any]) -> int:
 
 def main(argv: list[str]) -> int:
     """Run the keeper and the guard: ``guard_program.py '{"fd": N, "signal": 15, "grace": 5.0,
-    "terminal_pgrp": P}'``."""
+    "terminal_pgrp": P, "path": [...]}'``; ``path``: the directories of ``_wire``,
+    ``_subreaper`` and ``guard_protocol``, for ``sys.path`` (after the standard library's)."""
     config = json.loads(argv[1])
     sock = socket.socket(fileno=int(config["fd"]))
     os.set_inheritable(sock.fileno(), False)  # the commands must not hold it
     # Out of asyncreload's process group: Ctrl-C and the shell's job-control signals for
     # asyncreload's job must not reach us, who follow asyncreload by the socket.
     os.setpgid(0, 0)
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _subreaper.prctl(_subreaper.PR_SET_CHILD_SUBREAPER, 1)
     for sig in _IGNORED:
         signal.signal(sig, signal.SIG_IGN)
     keeper_r, keeper_w = os.pipe2(os.O_CLOEXEC)

@@ -28,10 +28,10 @@ from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskStatus
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._channel import Channel
 from .._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
+from . import guard_protocol as protocol
 
 __all__ = [
     "ManagedProcess",
@@ -46,11 +46,16 @@ log = logging.getLogger("asyncreload.process")
 GUARD = importlib.resources.files(__package__) / "guard_program.py"
 """The guard's script: run by path (``python -I FILE``), so it starts without importing
 asyncreload; from a zip (a zipapp, a zipped install) it is copied out for the start."""
+GUARD_PATH = [
+    str(importlib.resources.files("asyncreload")),
+    str(importlib.resources.files(__package__)),
+]
+"""Where the guard finds the modules it shares with us (``_wire``, ``_subreaper``,
+``guard_protocol``); zipimport reads them from a zip in place."""
 DEFAULT_GRACE = 5.0
 """Seconds between the stop signal and SIGKILL."""
 _MARGIN = 15.0
 """Seconds on top of the grace period that we wait for the guard before giving up on it."""
-_MAX_LINE = 1 << 20
 _NAMED = 3
 """Processes named in a SIGKILL warning; more are counted."""
 
@@ -157,7 +162,6 @@ class ManagedProcess:
         self, stream: Channel, *, stop_signal: int, grace: float, foreground: bool
     ) -> None:
         self._stream = stream
-        self._lines = BufferedByteReceiveStream(stream)
         self.stop_signal = stop_signal
         self.grace = grace
         self.foreground = foreground
@@ -207,22 +211,21 @@ class ManagedProcess:
         """
         if self._child is not None:
             raise CommandError("a command is already running: stop it first")
-        request = {
-            "op": "spawn",
-            "argv": list(command),
-            "env": dict(os.environ if env is None else env),
-            "cwd": None if cwd is None else os.fspath(cwd),
+        request = protocol.spawn(
+            command,
+            os.environ if env is None else env,
+            None if cwd is None else os.fspath(cwd),
             # Not after `bg`: the terminal is the shell's then.
-            "foreground": self.foreground and holds_terminal(),
-        }
+            foreground=self.foreground and holds_terminal(),
+        )
         async with self._lock:
             with anyio.CancelScope(shield=True), anyio.fail_after(_MARGIN):
                 # Shielded: once asked, the guard will answer; a reply nobody reads would be
                 # taken for the answer to the next request.
                 reply = await self._request(request)
-        if reply["event"] == "error" and reply.get("step") == "cwd":
+        if reply["event"] == protocol.ERROR and reply.get("step") == protocol.AT_CWD:
             raise CommandError(f"can't start {command[0]} in {cwd}: {reply['message'].lower()}")
-        if reply["event"] == "error":
+        if reply["event"] == protocol.ERROR:
             raise _start_error(command[0], reply["errno"], reply["message"])
         pid: int = reply["pid"]
         log.debug("started %s (pid %d)", command[0], pid)
@@ -271,7 +274,7 @@ class ManagedProcess:
         if child is not None and child.suspended.is_set() and not self._broken:
             child.suspended = anyio.Event()
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._send({"op": "resume", "foreground": holds_terminal()})
+                await self._send(protocol.resume(foreground=holds_terminal()))
 
     async def stop(
         self,
@@ -295,12 +298,7 @@ class ManagedProcess:
         sig = int(self.stop_signal if signal is None else signal)
         pid = self.pid
         self._kill_requested = False
-        request = {
-            "op": "stop",
-            "signal": sig,
-            "grace": grace,
-            "signalled": signalled,
-        }
+        request = protocol.stop(sig, grace, signalled=signalled)
         async with self._lock:
             with anyio.CancelScope(shield=True), anyio.fail_after(grace + _MARGIN):
                 reply = await self._request(request)
@@ -325,12 +323,12 @@ class ManagedProcess:
         self._kill_requested = True
         if not self._broken:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._send({"op": "kill"})
+                await self._send(protocol.kill())
 
     # -- the socket -----------------------------------------------------------------------------
 
     async def _send(self, message: Mapping[str, Any]) -> None:
-        await self._stream.send(json.dumps(message).encode() + b"\n")
+        await self._stream.send_message(message)
 
     async def _request(self, message: Mapping[str, Any]) -> dict[str, Any]:
         if self._broken:
@@ -354,7 +352,6 @@ class ManagedProcess:
                 while True:
                     self._dispatch(await self._receive())
             except (
-                anyio.IncompleteRead,
                 anyio.EndOfStream,
                 anyio.BrokenResourceError,
                 anyio.ClosedResourceError,
@@ -373,26 +370,24 @@ class ManagedProcess:
                         child.exited.set()
 
     async def _receive(self) -> dict[str, Any]:
-        line = await self._lines.receive_until(b"\n", _MAX_LINE)
-        message: dict[str, Any] = json.loads(line)
-        return message
+        return await self._stream.receive_message()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         event = message["event"]
-        if event == "started":
+        if event == protocol.STARTED:
             # Set here, not in start(): the exit of a quick command may be the very next message,
             # read before start() resumes.
             self._child = self._last = _Child(message["pid"])
         child = self._child
-        if event == "exited":
+        if event == protocol.EXITED:
             if child is not None and child.pid == message["pid"]:
                 child.returncode = message["returncode"]
                 child.exited.set()
                 self._child = None
-        elif event == "suspended":
+        elif event == protocol.SUSPENDED:
             if child is not None and child.pid == message["pid"]:
                 child.suspended.set()
-        elif event == "interrupt":
+        elif event == protocol.INTERRUPT:
             sig = int(message.get("signal", signals.SIGINT))
             # A SIGHUP is the terminal's only if it hung up: else somebody sent the command's
             # group one (to make a server reload its configuration, say).
@@ -452,11 +447,12 @@ async def open_managed_process(
     """
     terminal_pgrp = os.getpgrp() if foreground and holds_terminal() else None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    config: dict[str, float | None] = {
+    config: dict[str, object] = {
         "fd": theirs.fileno(),
         "signal": int(stop_signal),
         "grace": grace,
         "terminal_pgrp": terminal_pgrp,
+        "path": GUARD_PATH,
     }
     # A copy out of a zip is deleted once the guard has read it (or on the way out, whatever
     # happens); an installed file is used in place.

@@ -21,7 +21,6 @@ import dataclasses
 import enum
 import errno
 import importlib
-import json
 import logging
 import math
 import os
@@ -55,6 +54,7 @@ from .._watch import (
     summarize,
     take_watcher_options,
 )
+from . import worker_protocol as protocol
 
 __all__ = ["ReloadStrategy", "ServeConfig", "ServeError", "serve", "serve_async"]
 
@@ -296,23 +296,17 @@ class _Worker:
         self.channel = channel
         self.pid = process.pid
         self.ready_at: float | None = None
-        self._buffer = b""
 
     async def receive(self) -> dict[str, Any] | None:
         """The next message, or None once the worker has gone."""
-        while b"\n" not in self._buffer:
-            try:
-                data = await self.channel.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return None
-            self._buffer += data
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        message: dict[str, Any] = json.loads(line)
-        return message
+        try:
+            return await self.channel.receive_message()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return None
 
-    async def send(self, **message: Any) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await self.channel.send(json.dumps(message).encode() + b"\n")
+    async def send(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self.channel.send_message(message)
 
     async def stop(self, grace: float, *, handover: bool = False) -> int:
         """Ask the worker to finish (it stops accepting, drains, shuts down gracefully); after
@@ -324,7 +318,7 @@ class _Worker:
         with anyio.CancelScope(shield=True):
             # Asked over the channel, not with SIGTERM: uvicorn's signal handler would shut
             # down at once, dropping connections accepted a moment ago.
-            await self.send(op="stop", handover=handover)
+            await self.send(protocol.stop(handover=handover))
             with anyio.move_on_after(grace):
                 code = await self.process.wait()
             if code is None:
@@ -411,7 +405,7 @@ class _Supervisor:
         # From here on, the worker is ours to stop.
         worker = _Worker(process, Channel(ours), self.workers.discard)
         self.workers.add(worker)
-        await worker.send(op="hello", preload=self.preload if preload is None else preload)
+        await worker.send(protocol.hello(self.preload if preload is None else preload))
         return worker
 
     async def take_standby(self) -> _Worker | None:
@@ -457,7 +451,7 @@ class _Supervisor:
         started = time.monotonic()
         changed = [c.path for c in batch]
         self.loading = worker
-        await worker.send(op="go", spec=self.config.worker_spec(), changed=changed)
+        await worker.send(protocol.go(self.config.worker_spec(), changed))
         while True:
             message = await worker.receive()
             if message is None:
@@ -470,14 +464,14 @@ class _Supervisor:
                 log.error("the new worker exited (code %s) before it was ready", code)
                 return None
             op = message.get("op")
-            if op == "ready":
+            if op == protocol.READY:
                 self.generation += 1
                 worker.ready_at = time.monotonic()
                 log.debug(
                     "worker %d ready in %.0f ms", worker.pid, 1000 * (worker.ready_at - started)
                 )
                 return worker
-            if op == "stale":
+            if op == protocol.STALE:
                 # Never serve code older than the change: a worker that preloads nothing.
                 log.debug("the standby had loaded %s before it changed; starting a fresh one",
                           ", ".join(message.get("names", [])))  # fmt: skip
@@ -486,8 +480,8 @@ class _Supervisor:
                 if fresh is None:
                     return None
                 worker = self.loading = fresh
-                await worker.send(op="go", spec=self.config.worker_spec())
-            if op == "failed":
+                await worker.send(protocol.go(self.config.worker_spec()))
+            if op == protocol.FAILED:
                 keeps = "the old version keeps serving" if self.serving else "waiting for a fix"
                 error = message.get("error", "")
                 log.error("the app failed to load; %s\n%s", keeps, error, extra={"multiline": True})
@@ -500,7 +494,7 @@ class _Supervisor:
             message = await worker.receive()
             if message is None:
                 break
-            if message.get("op") == "modules":
+            if message.get("op") == protocol.MODULES:
                 self.preload = list(message.get("names", []))
         code = await worker.process.wait()
         await worker.close()

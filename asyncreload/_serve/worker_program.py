@@ -6,14 +6,14 @@ imports the app (fresh code, since this is a fresh process), runs uvicorn on the
 the supervisor bound and passed down, and says ``ready`` once lifespan startup is done. If the
 app fails to import or start, it says ``failed`` with a short traceback and exits.
 
-The control channel is a Unix socket (one JSON object per line), read by a thread of its own from
-the worker's first instant. The worker dies with the supervisor: when the supervisor exits, even
-by SIGKILL, the kernel closes its end of the channel, and the thread sees it whatever the main
-thread is doing (a standby preloading, an import that hangs, an event loop never started): a
-worker that is not serving yet goes at once, a serving one after draining. Not
-PR_SET_PDEATHSIG: that fires when the *thread* that started the process exits, and trio starts
-processes from worker threads that come and go. Whatever the app started goes with the worker,
-which is a child subreaper so that not even a double-forked background job escapes.
+The control channel is a Unix socket (its messages: :mod:`.worker_protocol`), read by a thread of
+its own from the worker's first instant. The worker dies with the supervisor: when the supervisor
+exits, even by SIGKILL, the kernel closes its end of the channel, and the thread sees it whatever
+the main thread is doing (a standby preloading, an import that hangs, an event loop never started):
+a worker that is not serving yet goes at once, a serving one after draining. Not PR_SET_PDEATHSIG:
+that fires when the *thread* that started the process exits, and trio starts processes from worker
+threads that come and go. Whatever the app started goes with the worker, which is a child subreaper
+so that not even a double-forked background job escapes.
 
 A reload stops the old worker without failing a request, keep-alive connections included (see
 :class:`_Drain`).
@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import importlib
 import inspect
-import json
 import math
 import os
 import queue
@@ -41,7 +40,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .._run.guard_program import PR_SET_CHILD_SUBREAPER, end_descendants, prctl
+from .. import _subreaper, _wire
+from . import worker_protocol as protocol
 
 # What every worker needs: imported while the worker waits, not while the user does. uvicorn's
 # own "auto" modules pick the HTTP and WebSocket implementations (httptools or h11; websockets'
@@ -77,9 +77,9 @@ class _Channel:
         self._grace: float | None = None
         threading.Thread(target=self._read, name="asyncreload-control", daemon=True).start()
 
-    def send(self, **message: Any) -> None:
+    def send(self, message: dict[str, Any]) -> None:
         with self._send_lock, contextlib.suppress(OSError):
-            self.sock.sendall(json.dumps(message).encode() + b"\n")
+            self.sock.sendall(_wire.encode(message))
 
     def receive(self) -> dict[str, Any] | None:
         """The next message for the main thread (``hello``, ``go``)."""
@@ -92,13 +92,15 @@ class _Channel:
             self._on_stop, self._grace = on_stop, grace
 
     def _read(self) -> None:
+        lines = _wire.Lines()
         with contextlib.suppress(OSError, ValueError):
-            for line in self.sock.makefile("rb"):
-                message = json.loads(line)
-                if message.get("op") == "stop":
-                    self._stop(handover=bool(message.get("handover")))
-                else:
-                    self.inbox.put(message)
+            while data := self.sock.recv(1 << 16):
+                lines.feed(data)
+                while (message := lines.next()) is not None:
+                    if message.get("op") == protocol.STOP:
+                        self._stop(handover=bool(message.get("handover")))
+                    else:
+                        self.inbox.put(message)
         self._stop(handover=False, orphaned=True)
 
     def _stop(self, *, handover: bool, orphaned: bool = False) -> None:
@@ -119,7 +121,7 @@ def _exit_now(code: int) -> NoReturn:
     with contextlib.suppress(BaseException):
         sys.stdout.flush()
         sys.stderr.flush()
-        end_descendants(APP_CHILDREN_GRACE)
+        _subreaper.end_descendants(APP_CHILDREN_GRACE)
     os._exit(code)
 
 
@@ -235,7 +237,7 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
     try:
         app, interface = _load_app(spec)
     except BaseException as e:  # the user's code: anything at all can come out of an import
-        channel.send(op="failed", error=short_traceback(e, user_dirs))
+        channel.send(protocol.failed(short_traceback(e, user_dirs)))
         return 1
 
     sock = socket.socket(fileno=listen_fd)
@@ -258,8 +260,8 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
             self.config.loaded_app = drain.wrap(self.config.loaded_app)
             await super().startup(sockets)
             if self.started:
-                channel.send(op="ready", pid=os.getpid())
-                channel.send(op="modules", names=_third_party_modules(user_dirs))
+                channel.send(protocol.ready(os.getpid()))
+                channel.send(protocol.modules(_third_party_modules(user_dirs)))
 
     server = Server(config)
     drain = _Drain(server, config.timeout_graceful_shutdown)
@@ -273,11 +275,11 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
         _run_on_uvicorns_loop(config, main)
     except SystemExit as e:  # uvicorn exits this way when lifespan startup fails
         if not server.started:
-            channel.send(op="failed", error="the app's lifespan startup failed (see above)")
+            channel.send(protocol.failed("the app's lifespan startup failed (see above)"))
         return e.code if isinstance(e.code, int) else 1
     except BaseException as e:
         if not server.started:
-            channel.send(op="failed", error=short_traceback(e, user_dirs))
+            channel.send(protocol.failed(short_traceback(e, user_dirs)))
             return 1
         raise
     return 0
@@ -421,28 +423,28 @@ def main(argv: list[str]) -> int:
     hello = channel.receive()
     if hello and hello.get("preload"):
         _preload(hello["preload"])
-    channel.send(op="standby", pid=os.getpid())
+    channel.send(protocol.standby(os.getpid()))
     # SIGTERM while waiting as a standby: just go.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     message = channel.receive()
-    if message is None or message.get("op") != "go":
+    if message is None or message.get("op") != protocol.GO:
         return 0
     stale = _stale_modules(message.get("changed", []))
     if stale:
-        channel.send(op="stale", names=stale)
+        channel.send(protocol.stale(stale))
         return 0
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn installs its own in serve()
     # What the app starts (a task queue, a dev asset watcher) ends with this worker, on a
     # reload or when the supervisor dies, even if it double-forked out of the process group:
     # as a subreaper, the worker inherits such orphans instead of init.
     with contextlib.suppress(OSError):
-        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _subreaper.prctl(_subreaper.PR_SET_CHILD_SUBREAPER, 1)
     try:
         return _serve(channel, message["spec"], listen_fd)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        end_descendants(APP_CHILDREN_GRACE)
+        _subreaper.end_descendants(APP_CHILDREN_GRACE)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""What the supervisor of ``asyncreload serve`` and each of its workers say to each other: one
+JSON object per line each way, each with an ``op`` (framed by ``asyncreload._wire``).
+
+::
+
+    supervisor -> worker   {"op": "hello", "preload": ["sqlalchemy", ...]}
+                           (first: the third-party modules to import while it waits)
+                           {"op": "go", "spec": {...}, "changed": ["/app/main.py", ...]}
+                           (import the app and serve it; spec: see ServeConfig.worker_spec)
+                           {"op": "stop", "handover": true}
+                           (stop accepting, drain, shut down; handover: a new worker serves
+                           now, so answer each open connection's next request with
+                           "Connection: close")
+    worker -> supervisor   {"op": "standby", "pid": N}   (warm, waiting for "go")
+                           {"op": "stale", "names": [...]}
+                           (it had preloaded these modules, which "changed" touches: it exits,
+                           and a worker that preloads nothing is started instead)
+                           {"op": "ready", "pid": N}   (lifespan startup done: it serves)
+                           {"op": "modules", "names": [...]}
+                           (the third-party modules the app imported: the next "preload")
+                           {"op": "failed", "error": "..."}
+                           (the app did not import or start; a short traceback)
+
+The supervisor's end of file is the worker's "stop" without a hand-over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+# supervisor -> worker
+HELLO: Final = "hello"
+GO: Final = "go"
+STOP: Final = "stop"
+
+# worker -> supervisor
+STANDBY: Final = "standby"
+STALE: Final = "stale"
+READY: Final = "ready"
+MODULES: Final = "modules"
+FAILED: Final = "failed"
+
+
+def hello(preload: Iterable[str]) -> dict[str, Any]:
+    return {"op": HELLO, "preload": list(preload)}
+
+
+def go(spec: Mapping[str, Any], changed: Iterable[str] = ()) -> dict[str, Any]:
+    return {"op": GO, "spec": dict(spec), "changed": list(changed)}
+
+
+def stop(*, handover: bool) -> dict[str, Any]:
+    return {"op": STOP, "handover": handover}
+
+
+def standby(pid: int) -> dict[str, Any]:
+    return {"op": STANDBY, "pid": pid}
+
+
+def stale(names: Iterable[str]) -> dict[str, Any]:
+    return {"op": STALE, "names": list(names)}
+
+
+def ready(pid: int) -> dict[str, Any]:
+    return {"op": READY, "pid": pid}
+
+
+def modules(names: Iterable[str]) -> dict[str, Any]:
+    return {"op": MODULES, "names": list(names)}
+
+
+def failed(error: str) -> dict[str, Any]:
+    return {"op": FAILED, "error": error}
