@@ -31,6 +31,7 @@ from anyio.abc import Process, TaskStatus
 
 from .._channel import Channel
 from .._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
+from .._platform import process_trees_missing
 from . import guard_protocol as protocol
 
 __all__ = [
@@ -445,6 +446,9 @@ async def open_managed_process(
     :func:`holds_terminal`), each command becomes the terminal's foreground process group, so it
     can read the terminal (``input()``, ``breakpoint()``) and gets the terminal's Ctrl-C.
     """
+    missing = process_trees_missing("run")
+    if missing is not None:
+        raise CommandError(missing)
     terminal_pgrp = os.getpgrp() if foreground and holds_terminal() else None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     config: dict[str, object] = {

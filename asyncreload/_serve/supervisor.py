@@ -43,6 +43,7 @@ from .._bytecode import purge_stale_bytecode
 from .._channel import Channel
 from .._exceptions import AsyncReloadError, ConfigError
 from .._loopguard import LoopGuard, changed_at, muted_line
+from .._platform import process_trees_missing
 from .._signals import cancel_on_signals
 from .._threads import run_sync
 from .._watch import (
@@ -554,6 +555,9 @@ async def serve_async(
     :class:`ConfigError` for a bad setting. A broken app is not an error: the server keeps
     watching and tries again.
     """
+    missing = process_trees_missing("serve")
+    if missing is not None:
+        raise ServeError(missing)
     config.check()
     sock = bind(config)
     supervisor = _Supervisor(config, sock)

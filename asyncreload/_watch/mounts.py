@@ -1,10 +1,11 @@
-"""The mount table: which file systems inotify can't see into.
+"""The mount table: which file systems kernel events can't see into.
 
-A pure parser of ``/proc/self/mountinfo`` and a classifier of file system types; the only I/O is
-in :func:`read_mounts` and :class:`MountTable` (which says when the table changes), thin shells.
-Network and FUSE file systems are polled because a change made on the far side of the mount
-(the sshfs server, the Docker Desktop or WSL2 host, another NFS client) raises no inotify event
-here.
+Pure parsers of the table as each OS gives it (Linux: ``/proc/self/mountinfo``; macOS: the
+output of ``mount``, whose flags say ``local`` for MNT_LOCAL; Windows: the type of each drive
+letter) and a classifier of file system types; the only I/O is in :func:`read_mounts` and
+:class:`MountTable` (which says when the table changes, on Linux), thin shells. Network and FUSE
+file systems are polled because a change made on the far side of the mount (the sshfs server,
+the Docker Desktop or WSL2 host, another NFS client, the SMB server) raises no event here.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import os
 import re
 import select
+import subprocess
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -23,10 +26,13 @@ __all__ = [
     "Mount",
     "MountTable",
     "cache_delay",
+    "mount_poll_reason",
+    "parse_macos_mount",
     "parse_mountinfo",
     "poll_reason",
     "read_mounts",
     "unescape",
+    "windows_mounts",
 ]
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -61,6 +67,12 @@ _POLLED_TYPES: dict[str, str] = {
     # "fakeowner" (the virtiofs share of Docker Desktop for Mac).
     "osxfs": "Docker Desktop share",
     "fakeowner": "Docker Desktop share",
+    # macOS's names (``mount`` and statfs's f_fstypename).
+    "afpfs": "AFP",
+    "webdav": "WebDAV",
+    "macfuse": "FUSE (macFUSE)",
+    "osxfuse": "FUSE (macFUSE)",
+    "fusefs": "FUSE",
 }
 
 _ESCAPE = re.compile(r"\\([0-7]{3})")
@@ -88,6 +100,9 @@ class Mount:
     """The super block's options (the last field), e.g. ``rw,vers=4.2,acregmin=10``."""
     device: int = -1
     """The ``st_dev`` of the files on it (field 3, ``major:minor``); -1 if unknown."""
+    remote: bool = False
+    """The OS says it is not local, whatever its type (macOS: MNT_LOCAL unset; Windows: a
+    network drive)."""
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
@@ -129,6 +144,73 @@ def poll_reason(fstype: str) -> str | None:
     if fstype.startswith("fuse."):
         return f"FUSE ({fstype[5:]})"
     return _POLLED_TYPES.get(fstype)
+
+
+def mount_poll_reason(mount: Mount) -> str | None:
+    """Why files on ``mount`` must be polled, or None: its type, or what the OS says of it.
+
+    >>> mount_poll_reason(Mount(1, 0, "/Volumes/x", "exfat", "//h/x", remote=True))
+    'network volume (exfat)'
+    """
+    why = poll_reason(mount.fstype)
+    if why is None and mount.remote:
+        why = f"network volume ({mount.fstype})"
+    return why
+
+
+_MACOS_LINE = re.compile(
+    r"^(?P<source>.+?) on (?P<point>/.*) \((?P<type>[^,()]+)(?P<flags>[^()]*)\)$"
+)
+_MACOS_NOT_VOLUMES = frozenset({"autofs", "devfs", "nullfs"})
+"""Not local, yet nothing to poll: autofs's triggers (what they mount has a line of its own)."""
+
+
+def parse_macos_mount(text: str) -> list[Mount]:
+    """Parse what macOS's ``mount`` prints, in table order; ``remote`` where ``local`` (its
+    MNT_LOCAL flag) is missing. Lines that don't parse are skipped.
+
+    >>> line = "//ann@nas/code on /Volumes/code (smbfs, nodev, nosuid, mounted by ann)"
+    >>> [(m.mount_point, m.fstype, m.source, m.remote) for m in parse_macos_mount(line)]
+    [('/Volumes/code', 'smbfs', '//ann@nas/code', True)]
+    """
+    mounts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _MACOS_LINE.match(line.strip())
+        if match is None:
+            continue
+        fstype = match["type"].strip()
+        flags = [f.strip() for f in match["flags"].split(",") if f.strip()]
+        mounts.append(
+            Mount(
+                mount_id=number,
+                parent_id=0,
+                mount_point=match["point"],
+                fstype=fstype,
+                source=match["source"],
+                options=",".join(flags),
+                remote="local" not in flags and fstype not in _MACOS_NOT_VOLUMES,
+            )
+        )
+    return mounts
+
+
+DRIVE_REMOTE = 4
+"""``GetDriveTypeW``'s answer for a network drive."""
+
+
+def windows_mounts(drive_types: Mapping[str, int]) -> list[Mount]:
+    r"""The mount table of Windows as asyncreload needs it: one entry per network drive, from
+    the type ``GetDriveTypeW`` gives each drive's root. A UNC path (``\\server\share``) is
+    remote by its very form, and is in no table.
+
+    >>> [(m.mount_point, m.remote) for m in windows_mounts({"C:\\": 3, "Z:\\": 4})]
+    [('Z:\\', True)]
+    """
+    return [
+        Mount(i, 0, root, "network drive", root, remote=True)
+        for i, (root, kind) in enumerate(sorted(drive_types.items()), 1)
+        if kind == DRIVE_REMOTE
+    ]
 
 
 def _seconds(options: str) -> dict[str, int]:
@@ -206,14 +288,52 @@ def cache_delay(mount: Mount) -> str | None:
 
 
 def read_mounts() -> list[Mount]:
-    """The current mount table; empty off Linux (events everywhere, plus the user's overrides)."""
-    if not sys.platform.startswith("linux"):
-        return []
+    """The current mount table; empty where it can't be read (then events everywhere, plus
+    the user's overrides)."""
+    return _READERS.get(sys.platform, _read_nothing)()
+
+
+def _read_linux() -> list[Mount]:
     try:
         with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
             return parse_mountinfo(f.read())
     except OSError:
         return []
+
+
+def _read_macos() -> list[Mount]:
+    try:
+        done = subprocess.run(
+            ["/sbin/mount"],
+            check=False,
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return parse_macos_mount(done.stdout)
+
+
+def _read_windows() -> list[Mount]:  # pragma: no cover - Windows only
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    letters = kernel32.GetLogicalDrives()
+    roots = [f"{chr(65 + i)}:\\" for i in range(26) if letters >> i & 1]
+    return windows_mounts({root: kernel32.GetDriveTypeW(root) for root in roots})
+
+
+def _read_nothing() -> list[Mount]:
+    return []
+
+
+_READERS: dict[str, Callable[[], list[Mount]]] = {
+    "linux": _read_linux,
+    "darwin": _read_macos,
+    "win32": _read_windows,
+}
 
 
 class MountTable:

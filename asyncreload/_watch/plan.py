@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .._exceptions import PathNotFoundError, WatchPathError
 from .._types import Backend
-from .mounts import Mount, poll_reason
+from .mounts import Mount, mount_poll_reason
 from .walk import is_pseudo
 
 __all__ = ["CWD_GONE", "Target", "absolute", "current_directory", "is_within", "normalise", "plan"]
@@ -75,7 +75,7 @@ def _decide(
         return Backend.STAT, "override: force polling everywhere", mount
     if mount is None:
         return Backend.EVENTS, "no mount table here: kernel events", None
-    why = poll_reason(mount.fstype)
+    why = mount_poll_reason(mount)
     if why is not None:
         return (
             Backend.STAT,

@@ -37,6 +37,7 @@ import anyio.lowlevel
 from anyio.abc import ObjectSendStream, TaskStatus
 
 from .._exceptions import WatchPathError
+from .._platform import DIR_FLAGS
 from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
@@ -88,7 +89,6 @@ DEAD_MOUNT_ERRNOS = frozenset(
 
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
 STREAM_AFTER = 0.05
 """Seconds into a sweep after which what it finds is sent at once. Shorter sweeps send all
@@ -509,7 +509,7 @@ class _Walk:
     def _read_dir(self, path: str, link: str | None) -> tuple[list[_Queued], list[Change]]:
         """Compare ``path`` with the last sweep; return its subdirectories to walk, and changes."""
         try:
-            fd = os.open(path, _DIR_FLAGS)
+            fd = _open_dir(path)
         except OSError as e:
             if e.errno == errno.ENOTDIR and path == self.sweeper.root:
                 return [], self._read_root_file(path)
@@ -647,6 +647,23 @@ class _Walk:
 
 
 _NO_LINKS: frozenset[str] = frozenset()
+
+
+def _open_dir(path: str) -> int:
+    """``path`` opened as a directory, to list it and stat its entries through it. ENOTDIR if it
+    is not one: O_DIRECTORY makes the open fail so; where the system has no such flag, the
+    descriptor's own stat says it."""
+    fd = os.open(path, DIR_FLAGS)
+    if not DIR_FLAGS & getattr(os, "O_DIRECTORY", 0):
+        try:
+            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not is_dir:
+            os.close(fd)
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    return fd
 
 
 def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:

@@ -28,7 +28,7 @@ from .config import WatchSettings, resolve
 from .events import probe as probe_target
 from .events import watch_events
 from .merge import ChangeBatch, ChangeStream, merge
-from .mounts import Mount, MountTable, poll_reason, read_mounts
+from .mounts import Mount, MountTable, mount_poll_reason, read_mounts
 from .options import StrPath, WatcherOptions
 from .plan import GONE, Target, absolute, current_directory, is_within, normalise, plan
 from .poll import Snapshot, Sweeper
@@ -139,7 +139,7 @@ def _plan(paths: Iterable[StrPath], settings: WatchSettings) -> list[Target]:
 
 def _workers(target: Target, settings: WatchSettings) -> int:
     # Several threads only pay off where each stat is a round trip to a daemon or a server.
-    remote = target.fstype is not None and poll_reason(target.fstype) is not None
+    remote = target.mount is not None and mount_poll_reason(target.mount) is not None
     return settings.stat_workers if remote else 1
 
 

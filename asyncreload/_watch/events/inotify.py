@@ -39,6 +39,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..._exceptions import WatchPathError
+from ..._platform import DIR_FLAGS
 from ..._threads import run_sync
 from ..._types import Backend, Change, ChangeKind, Source
 from ...filters import PathFilter
@@ -93,7 +94,6 @@ again in a checkout, and report files that were opened for writing but not writt
 _GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
 _VANISH_RETRIES = 5
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
 
 def _join(directory: str, name: str) -> str:
@@ -290,7 +290,7 @@ class _Tree:
         directory, following symlinks as the poller does, and whether it is a symlink to one),
         if the walk rule lets it in."""
         try:
-            fd = os.open(path, _DIR_FLAGS)
+            fd = os.open(path, DIR_FLAGS)
         except OSError as e:
             self._cant_read(path, e)
             return []

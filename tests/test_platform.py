@@ -1,0 +1,135 @@
+"""The platform seam: what runs where Linux's parts are missing, forced here on Linux, and the
+mount tables of macOS and Windows, parsed from their own words."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asyncreload._watch.mounts import Mount, parse_macos_mount, windows_mounts
+from asyncreload._watch.plan import plan
+
+from .helpers import CLI
+
+# What Windows's standard library lacks and asyncreload could trip on at import: modules that
+# don't exist there, and names os and signal don't have. The modules of the standard library
+# that choose their own branch by platform are imported first, as they are (their Linux branch),
+# and the functions they call later (signal.siginterrupt, say) are left in place.
+NOT_ON_WINDOWS = """
+import os, signal, sys
+import asyncio, concurrent.futures, ctypes, logging, selectors, shutil, socket, subprocess
+import tempfile, threading
+
+class NotHere:
+    def find_spec(self, name, path=None, target=None):
+        if name in {"termios", "fcntl", "resource", "pwd", "grp", "pty", "tty"}:
+            raise ImportError(f"No module named {name!r}")
+
+for name in ("termios", "fcntl", "resource", "pty", "tty"):
+    sys.modules.pop(name, None)
+sys.meta_path.insert(0, NotHere())
+for name in ("O_DIRECTORY", "O_NOFOLLOW", "pipe2", "killpg", "getpgrp", "setpgid", "tcgetpgrp",
+             "tcsetpgrp", "fork", "getpgid", "setsid", "getuid", "geteuid", "sched_getaffinity"):
+    if hasattr(os, name):
+        delattr(os, name)
+for name in ("SIGHUP", "SIGQUIT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGCHLD", "SIGCONT",
+             "SIGSTOP", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE", "SIGWINCH"):
+    if hasattr(signal, name):
+        delattr(signal, name)
+"""
+
+
+def test_import_needs_nothing_windows_lacks() -> None:
+    code = NOT_ON_WINDOWS + "import asyncreload, asyncreload.cli\nprint(asyncreload.__all__[0])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_poller_works_without_o_directory(tmp_path: Path) -> None:
+    # Where open() has no O_DIRECTORY, a directory's own stat tells a file root from a tree.
+    tree, single = tmp_path / "tree", tmp_path / "single.txt"
+    tree.mkdir()
+    single.write_text("1")
+    script = NOT_ON_WINDOWS + "from asyncreload.cli import main\nmain()"
+    args = ["watch", "--force-polling", "--poll-interval", "0.1", "--json", str(tree), str(single)]
+    with CLI(*args, script=script) as cli:
+        cli.wait_ready()
+        (tree / "new.py").write_text("x")
+        cli.wait_change(tree / "new.py")
+        single.write_text("22")
+        cli.wait_change(single)
+        assert not [line for line in cli.stderr if "Not a directory" in line]
+
+
+@pytest.mark.parametrize("command", [["run", "--", "true"], ["serve", "main:app", "--port", "0"]])
+def test_run_and_serve_refuse_in_one_line_off_linux(command: list[str], tmp_path: Path) -> None:
+    # Not Linux: no subreaper, no /proc. The promise of no orphans can't be kept, so they say so
+    # before starting anything, rather than fail half-way.
+    script = "import asyncreload._platform as p\np.LINUX = False\n"
+    script += "from asyncreload.cli import main\nmain()"
+    with CLI(*command, cwd=tmp_path, script=script) as cli:
+        code = cli.process.wait(timeout=60)
+        cli.wait_line(lambda line: "needs Linux" in line, stream="stderr")
+    assert code == 1
+    assert len(cli.stderr) == 1, cli.stderr
+    assert cli.stderr[0].startswith(f"asyncreload: error: asyncreload {command[0]} needs Linux")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made, nothing left
+
+
+# `mount` on macOS 14 with an SMB share, an NFS export, a macFUSE sshfs mount and a USB stick
+# (the system's own volumes as a default install has them; a space in one mount point).
+MACOS_MOUNT = """\
+/dev/disk3s1s1 on / (apfs, sealed, local, read-only, journaled)
+devfs on /dev (devfs, local, nobrowse)
+/dev/disk3s6 on /System/Volumes/VM (apfs, local, noexec, journaled, noatime, nobrowse)
+/dev/disk3s2 on /System/Volumes/Preboot (apfs, local, journaled, nobrowse)
+/dev/disk3s4 on /System/Volumes/Update (apfs, local, journaled, nobrowse)
+/dev/disk3s5 on /System/Volumes/Data (apfs, local, journaled, nobrowse, protect)
+map auto_home on /System/Volumes/Data/home (autofs, automounted, nobrowse)
+//ann@nas.local/code on /Volumes/code (smbfs, nodev, nosuid, mounted by ann)
+nas.local:/export/src on /Users/ann/nfs (nfs, nodev, nosuid, mounted by ann)
+ann@build:/home/ann on /Users/ann/remote box (macfuse, nodev, nosuid, synchronous, mounted by ann)
+/dev/disk4s1 on /Volumes/USB (msdos, local, nodev, nosuid, noowners, mounted by ann)
+"""
+
+
+def test_macos_mount_table() -> None:
+    mounts = parse_macos_mount(MACOS_MOUNT)
+    assert len(mounts) == 11
+    by_point = {m.mount_point: m for m in mounts}
+    assert by_point["/Users/ann/remote box"].fstype == "macfuse"
+    assert by_point["/Volumes/code"].source == "//ann@nas.local/code"
+    remote = sorted(m.mount_point for m in mounts if m.remote)
+    assert remote == ["/Users/ann/nfs", "/Users/ann/remote box", "/Volumes/code"]
+
+    roots = ["/Volumes/code/app", "/Users/ann/remote box/src", "/Users/ann/nfs", "/Volumes/USB",
+             "/System/Volumes/Data/Users/ann/p"]  # fmt: skip
+    reasons = {t.path: (t.backend.value, t.reason) for t in plan(roots, mounts)}
+    assert reasons["/Volumes/code/app"][0] == "stat"
+    assert reasons["/Volumes/code/app"][1].startswith("SMB mount at /Volumes/code")
+    assert reasons["/Users/ann/remote box/src"][1].startswith("FUSE (macFUSE) mount at")
+    assert reasons["/Users/ann/nfs"][1].startswith("NFS mount at")
+    assert reasons["/Volumes/USB"][0] == "events"
+    assert reasons["/System/Volumes/Data/Users/ann/p"][0] == "events"
+
+
+def test_a_macos_volume_that_is_not_local_is_polled_whatever_its_type() -> None:
+    line = "//ann@nas/x on /Volumes/x (exfat, nodev, nosuid, mounted by ann)"  # a made-up pair
+    [target] = plan(["/Volumes/x/app"], parse_macos_mount(line))
+    assert target.backend.value == "stat"
+    assert target.reason.startswith("network volume (exfat) mount at /Volumes/x")
+
+
+def test_windows_network_drives() -> None:
+    # GetDriveTypeW: 2 removable, 3 fixed, 4 remote, 5 CD-ROM.
+    mounts = windows_mounts({"C:\\": 3, "D:\\": 5, "E:\\": 2, "Z:\\": 4, "Y:\\": 4})
+    assert [(m.mount_point, m.fstype, m.remote) for m in mounts] == [
+        ("Y:\\", "network drive", True),
+        ("Z:\\", "network drive", True),
+    ]
+    assert all(isinstance(m, Mount) for m in mounts)
