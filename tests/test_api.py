@@ -68,3 +68,26 @@ def test_run_process_takes_exactly_the_runners_keywords() -> None:
     assert set(run) == set(own) | set(keywords(asyncreload.open_watcher))
     assert {n: run[n] for n in own} == own
     assert variadic(asyncreload.run_process) == ["Unpack[RunOptions]"]
+
+
+def test_the_options_table_is_the_watchers_keywords_and_every_front_end_takes_it() -> None:
+    # One table (OPTIONS) makes the flags of watch, run and serve and the [tool.asyncreload]
+    # keys: a keyword open_watcher gains without a row here is a keyword no user can set.
+    import click
+
+    from asyncreload._watch import ENVIRONMENT, OPTIONS, WatcherOptions
+    from asyncreload.cli import cli
+    from asyncreload.cli.pyproject import _KEYS
+
+    assert {o.keyword for o in OPTIONS} == set(typed(WatcherOptions)) - {"path_filter"}
+    commands = {name: cli.commands[name] for name in ("watch", "run", "serve")}
+    for name, command in commands.items():
+        flags = {f: p for p in command.params if isinstance(p, click.Option) for f in p.opts}
+        for option in OPTIONS:
+            if name == "serve" and not option.serve:
+                assert option.flag not in flags, (name, option.flag)
+                continue
+            param = flags[option.flag]
+            assert (param.name, param.help) == (option.name, option.help), (name, option.flag)
+    assert {o.name for o in OPTIONS} <= set(_KEYS)
+    assert {o.env for o in OPTIONS if o.env} <= set(ENVIRONMENT)

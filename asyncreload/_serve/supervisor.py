@@ -47,6 +47,7 @@ from .._platform import process_trees_missing
 from .._signals import cancel_on_signals
 from .._threads import run_sync
 from .._watch import (
+    OPTIONS,
     ChangeBatch,
     WatcherOptions,
     fold,
@@ -726,5 +727,5 @@ def serve(app: str, **options: Any) -> None:
         anyio.run(main)
 
 
-WATCHER_KEYS = ("poll", "events", "force_polling", "poll_interval", "poll_cpu", "max_wait")
+WATCHER_KEYS = tuple(o.keyword for o in OPTIONS if o.serve)
 """The options of :func:`serve` (and ``asyncreload serve``) that go to the watcher."""

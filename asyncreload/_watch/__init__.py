@@ -20,7 +20,7 @@ from .merge import (
     summarize,
 )
 from .mounts import cache_delay
-from .options import StrPath, WatcherOptions, take_watcher_options
+from .options import OPTIONS, Option, StrPath, WatcherOptions, keywords_from, take_watcher_options
 from .plan import Target, absolute, current_directory
 from .watcher import awatch, explain, open_watcher
 
@@ -31,9 +31,11 @@ __all__ = [
     "BURST_PATHS",
     "DEFAULTS",
     "ENVIRONMENT",
+    "OPTIONS",
     "QUANTITIES",
     "ChangeBatch",
     "ChangeStream",
+    "Option",
     "StrPath",
     "Target",
     "WatcherOptions",
@@ -44,6 +46,7 @@ __all__ = [
     "explain",
     "fold",
     "inotify_limits",
+    "keywords_from",
     "open_watcher",
     "relative_to",
     "resolve",

@@ -17,12 +17,12 @@ from .._signals import cancel_on_signals
 from .._threads import waiting_for_mounts
 from .._watch import (
     BACKEND_VAR,
-    BURST_DEBOUNCE,
-    BURST_PATHS,
-    DEFAULTS,
     ENVIRONMENT,
+    OPTIONS,
     QUANTITIES,
+    Option,
     WatcherOptions,
+    keywords_from,
 )
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "escape",
     "fail",
     "run_async",
+    "serve_watcher_options",
     "setup_logging",
     "shown",
     "verbosity_options",
@@ -104,108 +105,38 @@ class Number(click.ParamType):  # type: ignore[type-arg, unused-ignore]
         return number
 
 
+def _click_option(option: Option) -> Callable[[F], F]:
+    kind = option.kind
+    if kind == "paths":
+        return click.option(option.flag, multiple=True, metavar=option.metavar, type=WATCHED_PATH,
+                            help=option.help)  # fmt: skip
+    if kind == "globs":
+        return click.option(option.flag, multiple=True, metavar=option.metavar, help=option.help)
+    if kind == "number":
+        return click.option(option.flag, type=Number(option.keyword), default=None,
+                            metavar=option.metavar, help=option.help)  # fmt: skip
+    # A flag left out is None, so that the environment can still set it.
+    default = None if kind == "flag" else False
+    return click.option(option.flag, is_flag=True, default=default, help=option.help)
+
+
 def watcher_options(f: F) -> F:
-    """The options every command that watches takes (``watch``, ``run``, ``serve``)."""
-    options = [
-        click.option(
-            "--poll",
-            "poll",
-            multiple=True,
-            metavar="PATH",
-            type=WATCHED_PATH,
-            help="Stat-poll PATH and everything below it (repeatable). For mounts the "
-            "mount table doesn't reveal, e.g. a bind mount of a network share.",
-        ),
-        click.option(
-            "--events",
-            "events",
-            multiple=True,
-            metavar="PATH",
-            type=WATCHED_PATH,
-            help="Use kernel events for PATH even on a FUSE/network mount (repeatable): only "
-            "right when every change is made on this machine.",
-        ),
-        click.option(
-            "--force-polling",
-            is_flag=True,
-            default=None,
-            help="Stat-poll everything (also ASYNCRELOAD_FORCE_POLLING=1).",
-        ),
-        click.option(
-            "--poll-interval",
-            type=Number("poll_interval"),
-            default=None,
-            metavar="SECONDS",
-            help="How often a polled tree is swept (never more than half the time: the pause "
-            f"is at least as long as the last sweep).  [default: {DEFAULTS.poll_interval:g}]",
-        ),
-        click.option(
-            "--poll-cpu",
-            type=Number("poll_cpu"),
-            default=None,
-            metavar="PERCENT",
-            help="Cap the sweeps at PERCENT of one CPU core, counted in CPU time: a big or slow "
-            "tree is then swept less often (detected later) instead of costing more. "
-            "[default: no cap beyond half the time]",
-        ),
-        click.option(
-            "--debounce",
-            type=Number("debounce"),
-            default=None,
-            metavar="MS",
-            help=f"Quiet time that ends a batch of changes; a burst of {BURST_PATHS} or more "
-            f"paths (a checkout, a build) waits for {BURST_DEBOUNCE * 1000:g} ms of quiet.  "
-            f"[default: {DEFAULTS.debounce * 1000:g}]",
-        ),
-        click.option(
-            "--max-wait",
-            type=Number("max_wait"),
-            default=None,
-            metavar="MS",
-            help="Hand out a batch at the latest this long after its first change, even if "
-            f"changes keep coming.  [default: {DEFAULTS.max_wait * 1000:g}]",
-        ),
-        click.option(
-            "--include",
-            multiple=True,
-            metavar="GLOB",
-            help="Only report files whose name matches GLOB (repeatable), e.g. '*.py'. "
-            "A GLOB with '/' matches the path relative to the watched directory.",
-        ),
-        click.option(
-            "--exclude",
-            multiple=True,
-            metavar="GLOB",
-            help="Ignore names (files or directories, at any depth) matching GLOB "
-            "(repeatable), e.g. 'build' or '*.log'; with '/' it matches the relative path.",
-        ),
-        click.option(
-            "--no-default-ignores",
-            is_flag=True,
-            help="Also watch what is ignored by default: VCS and virtualenv directories, "
-            "__pycache__, node_modules, tool caches, editor swap and backup files.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
+    """The watcher's options (:data:`~asyncreload._watch.OPTIONS`), for ``watch`` and ``run``."""
+    for option in reversed(OPTIONS):
+        f = _click_option(option)(f)
+    return f
+
+
+def serve_watcher_options(f: F) -> F:
+    """Those of the watcher's options that ``serve`` takes as they are."""
+    for option in reversed([o for o in OPTIONS if o.serve]):
+        f = _click_option(option)(f)
     return f
 
 
 def watcher_kwargs(opts: dict[str, Any]) -> WatcherOptions:
     """The :func:`open_watcher` arguments from the parsed :func:`watcher_options`."""
-    ms = 1000.0
-    return {
-        "poll": opts["poll"],
-        "events": opts["events"],
-        "force_polling": opts["force_polling"],
-        "poll_interval": opts["poll_interval"],
-        "poll_cpu": opts["poll_cpu"],
-        "debounce": None if opts["debounce"] is None else opts["debounce"] / ms,
-        "max_wait": None if opts["max_wait"] is None else opts["max_wait"] / ms,
-        "include": opts["include"],
-        "exclude": opts["exclude"],
-        "default_ignores": not opts["no_default_ignores"],
-    }
+    return keywords_from(opts)
 
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\e", "\\": "\\\\", "'": "\\'"}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError
-from .._watch import QUANTITIES, absolute, current_directory
+from .._watch import OPTIONS, QUANTITIES, absolute, current_directory
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,12 +42,7 @@ __all__ = ["RunConfig", "find_pyproject", "load_config"]
 
 log = logging.getLogger("asyncreload.config")
 
-ENV_WINS = {
-    "force_polling": "ASYNCRELOAD_FORCE_POLLING",
-    "poll_interval": "ASYNCRELOAD_POLL_INTERVAL",
-    "poll_cpu": "ASYNCRELOAD_POLL_CPU",
-    "debounce": "ASYNCRELOAD_DEBOUNCE",
-}
+ENV_WINS = {o.name: o.env for o in OPTIONS if o.env is not None}
 """Settings for which an environment variable, when set, beats the file (it is usually set for a
 reason the file can't know: a container, a CI job)."""
 
@@ -198,19 +193,18 @@ def _command(raw: object, base: Path) -> str | tuple[str, ...]:
     return _strings(raw, base)
 
 
+_BY_KIND: dict[str, Callable[[object, Path], Any]] = {
+    "paths": _paths,
+    "flag": _bool,
+    "negated flag": _bool,
+    "globs": _strings,
+}
+
 _KEYS: dict[str, Callable[[object, Path], Any]] = {
     "command": _command,
     "watch": _paths,
-    "poll": _paths,
-    "events": _paths,
-    "force_polling": _bool,
-    "poll_interval": _number("poll_interval"),
-    "poll_cpu": _number("poll_cpu"),
-    "debounce": _number("debounce"),
-    "max_wait": _number("max_wait"),
-    "include": _strings,
-    "exclude": _strings,
-    "no_default_ignores": _bool,
+    # The watcher's, under their flags' names.
+    **{o.name: _number(o.keyword) if o.kind == "number" else _BY_KIND[o.kind] for o in OPTIONS},
     "signal": _signal,
     "grace": _number("grace"),
     "on_exit": _on_exit,

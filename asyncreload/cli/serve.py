@@ -10,12 +10,13 @@ from typing import Any
 import anyio
 import click
 
-from .._watch import DEFAULTS, current_directory, take_watcher_options
+from .._watch import DEFAULTS, OPTIONS, current_directory, keywords_from
 from .common import (
     WATCHED_PATH,
     Number,
     cancel_on_signals,
     run_async,
+    serve_watcher_options,
     setup_logging,
     verbosity_options,
 )
@@ -232,25 +233,7 @@ def _uvicorn_options(f: Any) -> Any:
     show_default=True,
     help="See below.",
 )
-@click.option(
-    "--poll",
-    multiple=True,
-    metavar="PATH",
-    type=WATCHED_PATH,
-    help="Stat-poll PATH (repeatable), as for 'watch'.",
-)
-@click.option(
-    "--events",
-    multiple=True,
-    metavar="PATH",
-    type=WATCHED_PATH,
-    help="Kernel events for PATH (repeatable), as for 'watch'.",
-)
-@click.option("--force-polling", is_flag=True, default=None, help="Stat-poll everything.")
-@click.option(
-    "--poll-interval", type=Number("poll_interval"), metavar="SECONDS", help="As for 'watch'."
-)
-@click.option("--poll-cpu", type=Number("poll_cpu"), metavar="PERCENT", help="As for 'watch'.")
+@serve_watcher_options
 @_uvicorn_options
 @verbosity_options
 def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
@@ -270,7 +253,6 @@ def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
     """
     from .._serve import (
         DEFAULT_RELOAD_INCLUDES,
-        WATCHER_KEYS,
         ReloadStrategy,
         ServeConfig,
         serve_async,
@@ -288,7 +270,8 @@ def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
             '"workers" flag is ignored when reloading is enabled.'
         )
     options["headers"] = [_header(h) for h in options["headers"]]
-    watcher = take_watcher_options(options, WATCHER_KEYS)
+    served = [o for o in OPTIONS if o.serve]
+    watcher = keywords_from({o.name: options.pop(o.name) for o in served}, served)
     includes = (*DEFAULT_RELOAD_INCLUDES, *options.pop("reload_includes"))
     strategy = ReloadStrategy(options.pop("reload_strategy"))
     fields = {f.name for f in dataclasses.fields(ServeConfig)}
