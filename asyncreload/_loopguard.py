@@ -115,9 +115,13 @@ class LoopGuard:
         self._told.update(news)
         return Verdict(batch, news, tuple(sorted(before - self._muted)))
 
-    def settled(self) -> None:
-        """The reaction to the last admitted batch is done (the app serves, the command runs)."""
-        self._counting_until = self._clock() + self.follow
+    def settled(self, at: float | None = None) -> None:
+        """The reaction to the last admitted batch is done (the app serves, the command runs);
+        ``at``: when it was, if that is known to be earlier than now (a worker that said it was
+        ready a moment before we heard it: an edit made meanwhile was made against the new
+        code, and the reload did not cause it)."""
+        now = self._clock()
+        self._counting_until = (now if at is None else min(at, now)) + self.follow
 
     def _count(self, batch: Sequence[str], now: float) -> None:
         for path in batch:

@@ -223,3 +223,31 @@ def test_run_stops_restarting_on_a_file_the_command_keeps_appending_to(tmp_path:
         cli.wait_line(lambda s: "restarted in" in s and "code.py" in s, stream="stderr")
     assert let_through == LIMIT
     print(f"run: the loop guard let {let_through} restarts through")
+
+
+def test_an_edit_made_after_the_worker_was_ready_is_not_caused_by_the_reload() -> None:
+    # serve: the new worker answers (the user sees the new page and saves again) a moment
+    # before the supervisor hears its "ready". Those edits were made against the new code: a
+    # quick hand, or a loaded machine that widens that moment, must never get them muted.
+    guard = LoopGuard(clock=(clock := Clock()), follow=0.0)
+    guard.settled()
+    for _ in range(LIMIT + 2):
+        clock.now += 0.1
+        assert guard.admit({"/p/main.py": clock.now}).paths == ("/p/main.py",)
+        ready = clock.now + 0.05  # the worker's "ready"
+        clock.now = ready + 0.03  # the edit, made as the new version is seen...
+        edit = clock.now
+        clock.now += 0.02  # ...and only then does the supervisor hear the worker
+        guard.settled(at=ready)
+        assert edit > ready
+    assert guard.muted == frozenset()
+
+
+def test_settled_at_never_reaches_into_the_future() -> None:
+    guard, clock = new_guard()
+    verdicts = []
+    for _ in range(LIMIT):
+        clock.now += 0.1
+        verdicts.append(guard.admit({"/p/out.py": clock.now}))
+        guard.settled(at=clock.now + 60)  # a worker whose clock is ahead: now, not then
+    assert verdicts[-1].muted == ("/p/out.py",)

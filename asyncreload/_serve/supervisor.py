@@ -373,6 +373,9 @@ class _Supervisor:
         self.announced = False
         self.loading: _Worker | None = None
         """The worker :meth:`activate` is waiting for."""
+        self.ready_wall: float | None = None
+        """When the last reload's new worker said it was ready, on its wall clock (None: it
+        did not get that far)."""
         self.trouble: str | None = None
         """Why workers can't be started (the app dir gone): warned once, until they can."""
 
@@ -469,6 +472,7 @@ class _Supervisor:
             if op == protocol.READY:
                 self.generation += 1
                 worker.ready_at = time.monotonic()
+                self.ready_wall = float(message.get("at", time.time()))
                 log.debug(
                     "worker %d ready in %.0f ms", worker.pid, 1000 * (worker.ready_at - started)
                 )
@@ -579,8 +583,9 @@ async def serve_async(
             task_status.started(supervisor.where)
             batch: ChangeBatch | None = ()  # the start: a reload with no change yet
             while batch is not None:
+                supervisor.ready_wall = None
                 newer = await _reload(supervisor, tg, batch, changes)
-                supervisor.guard.settled()
+                supervisor.guard.settled(at=supervisor.ready_wall)
                 batch = newer if newer is not None else await supervisor.next_batch(changes)
             tg.cancel_scope.cancel()
     finally:

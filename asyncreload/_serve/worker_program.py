@@ -260,7 +260,9 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
             self.config.loaded_app = drain.wrap(self.config.loaded_app)
             await super().startup(sockets)
             if self.started:
-                channel.send(protocol.ready(os.getpid()))
+                # Before this task yields, so before the first request is answered: an edit
+                # made once the new code was seen comes after it (see LoopGuard.settled).
+                channel.send(protocol.ready(os.getpid(), time.time()))
                 channel.send(protocol.modules(_third_party_modules(user_dirs)))
 
     server = Server(config)

@@ -15,7 +15,9 @@ JSON object per line each way, each with an ``op`` (framed by ``asyncreload._wir
                            {"op": "stale", "names": [...]}
                            (it had preloaded these modules, which "changed" touches: it exits,
                            and a worker that preloads nothing is started instead)
-                           {"op": "ready", "pid": N}   (lifespan startup done: it serves)
+                           {"op": "ready", "pid": N, "at": T}
+                           (lifespan startup done: it serves; T: its wall clock then, before
+                           it answered any request)
                            {"op": "modules", "names": [...]}
                            (the third-party modules the app imported: the next "preload")
                            {"op": "failed", "error": "..."}
@@ -62,8 +64,8 @@ def stale(names: Iterable[str]) -> dict[str, Any]:
     return {"op": STALE, "names": list(names)}
 
 
-def ready(pid: int) -> dict[str, Any]:
-    return {"op": READY, "pid": pid}
+def ready(pid: int, at: float) -> dict[str, Any]:
+    return {"op": READY, "pid": pid, "at": at}
 
 
 def modules(names: Iterable[str]) -> dict[str, Any]:
