@@ -63,6 +63,7 @@ from .process import (
     open_managed_process,
     terminal_hung_up,
 )
+from .restarts import Then, Wake, step
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -189,17 +190,6 @@ def check_command(name: str, *, env: Mapping[str, str], cwd: str) -> None:
 
 class _DirectoryGone(CommandError):
     """The command's working directory is gone: not the command's failure, and it passes."""
-
-
-@dataclass
-class _Wake:
-    """What ended a wait; more than one thing can happen in the same instant."""
-
-    batch: ChangeBatch = ()
-    exited: bool = False
-    interrupted: bool = False
-    suspended: bool = False
-    timed_out: bool = False
 
 
 class ProcessRunner:
@@ -382,31 +372,35 @@ class ProcessRunner:
 
             while True:  # until there's a reason to restart
                 wake = await self._wait(proc, changes, child=running, delay=delay)
-                if wake.interrupted:
-                    # Ctrl-C reached the command already; a hang-up's SIGHUP may not have
-                    # stopped it (a server run with nohup in mind): it gets the stop signal.
-                    hangup = proc.interrupt == signals.SIGHUP
-                    return await self._finish(proc, had_child=True, signalled=not hangup)
-                if wake.suspended:
+                returncode = proc.returncode
+                # The changes that came while the directory was gone are this start's too.
+                pending = fold(batch, wake.batch) if gone else wake.batch
+                then = step(
+                    wake,
+                    running=running,
+                    stop_requested=self._stop_requested,
+                    restart_requested=self._restart_requested,
+                    exit_ends_run=self.on_exit is OnExit.EXIT,
+                    by_terminal=wake.exited and self._interrupted(proc, _known(returncode)),
+                    hangup=proc.interrupt == signals.SIGHUP,
+                    changes_pending=bool(pending),
+                )
+                if then.suspend:
                     await _suspend(proc)
                 if wake.exited:
                     running = False
-                    returncode = proc.returncode
-                    assert returncode is not None
-                    if self._interrupted(proc, returncode):
-                        return await self._finish(proc, had_child=True, signalled=True)
-                    if self.on_exit is OnExit.EXIT:
-                        log.debug("command %s", describe_returncode(returncode))
-                        await proc.stop()  # whatever it left behind
-                        return returncode
+                if then.exited:
                     delay = self._exit_delay(backoff, anyio.current_time() - started)
-                    self._log_exit(returncode, None, delay)
-                if self._stop_requested:
-                    return await self._finish(proc, had_child=running)
-                if wake.batch or self._restart_requested or wake.timed_out:
-                    # The changes that came while the directory was gone are this start's too.
-                    batch = fold(batch, wake.batch) if gone else wake.batch
-                    why = "change" if batch else "request" if self._restart_requested else "exit"
+                    self._log_exit(_known(returncode), None, delay)
+                if then.then is Then.FINISH:
+                    return await self._finish(proc, had_child=then.had_child,
+                                              signalled=then.signalled)  # fmt: skip
+                if then.then is Then.EXIT:
+                    log.debug("command %s", describe_returncode(_known(returncode)))
+                    await proc.stop()  # whatever it left behind
+                    return returncode
+                if then.then is Then.RESTART:
+                    batch, why = pending, then.why
                     self._restart_requested = False
                     break
         if self.starts == 0:
@@ -451,9 +445,9 @@ class ProcessRunner:
         *,
         child: bool,
         delay: float | None = None,
-    ) -> _Wake:
+    ) -> Wake:
         """Wait for the next thing to act on: a batch, the command's exit, Ctrl-C, a request."""
-        wake = _Wake()
+        wake = Wake()
         assert self._wake is not None
         if self._stop_requested or self._restart_requested:
             return wake
@@ -551,6 +545,12 @@ class ProcessRunner:
             return
         level = logging.INFO if returncode == 0 else logging.WARNING
         log.log(level, "command %s; %s", describe_returncode(returncode), then)
+
+
+def _known(returncode: int | None) -> int:
+    """The returncode of a command that has exited."""
+    assert returncode is not None
+    return returncode
 
 
 def _start_failure_status(failure: CommandError) -> int:
