@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from asyncreload._types import Backend
 from asyncreload._watch.mounts import (
     Mount,
+    RereadTable,
     cache_delay,
     parse_mountinfo,
     poll_reason,
@@ -250,3 +252,22 @@ def test_the_super_options_are_parsed() -> None:
     mount = parse_mountinfo(UBUNTU_DESKTOP)[3]
     assert mount.options == "rw,vers=4.2,rsize=1048576,hard,proto=tcp"
     assert parse_mountinfo("27 1 254:0 / / rw - ext4 /dev/vda")[0].options == ""
+
+
+@pytest.mark.anyio
+async def test_a_reread_table_returns_when_the_table_differs_and_only_then() -> None:
+    # The reader is a list the test changes: the rule alone (the real table: test_watch.py).
+    table = [Mount(1, 0, "/", "apfs", "/dev/disk3s1")]
+    reread = RereadTable(lambda: list(table), interval=0.01)
+    with anyio.move_on_after(0.3) as quiet:
+        await reread.changed()
+    assert quiet.cancelled_caught  # the same table, read ~30 times: no change
+    table.append(Mount(2, 0, "/Volumes/code", "smbfs", "//nas/code", remote=True))
+    with anyio.fail_after(10):
+        await reread.changed()
+    with anyio.move_on_after(0.3) as quiet:
+        await reread.changed()
+    assert quiet.cancelled_caught  # said once
+    table.pop()
+    with anyio.fail_after(10):
+        await reread.changed()  # the unmount too

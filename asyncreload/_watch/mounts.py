@@ -25,6 +25,7 @@ import anyio
 __all__ = [
     "Mount",
     "MountTable",
+    "RereadTable",
     "cache_delay",
     "mount_poll_reason",
     "parse_macos_mount",
@@ -358,8 +359,11 @@ class MountTable:
         self._limiter = anyio.CapacityLimiter(1)  # never a token of the app's own to_thread
 
     @classmethod
-    def open(cls) -> MountTable | None:
-        """The table's change signal; None where there is none (off Linux, no /proc)."""
+    def open(cls) -> MountTable | RereadTable | None:
+        """The table's change signal: the kernel's on Linux; on macOS, which gives none, the
+        table read again (:class:`RereadTable`); elsewhere (or with no /proc) None."""
+        if sys.platform == "darwin":
+            return RereadTable()
         if not sys.platform.startswith("linux"):
             return None
         try:
@@ -402,6 +406,53 @@ class MountTable:
             os.close(fd)
 
     def __enter__(self) -> MountTable:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+REREAD_INTERVAL = 2.0
+"""Seconds between two reads of the table where nothing says it changed (macOS)."""
+
+
+class RereadTable:
+    """Says when the mount table changes where the OS gives no signal for it (macOS, whose
+    ``mount`` takes a few milliseconds): it is read again every ``interval`` seconds, in a
+    thread, and compared with the last read. So a volume mounted after the start is polled from
+    at most ``interval`` seconds later. The first read is made at once, so that a mount made
+    before the watcher's own first read of the table is not missed."""
+
+    def __init__(
+        self, read: Callable[[], list[Mount]] = read_mounts, interval: float = REREAD_INTERVAL
+    ) -> None:
+        self._read = read
+        self._interval = interval
+        self._last = self._key(read())
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @staticmethod
+    def _key(mounts: list[Mount]) -> frozenset[tuple[str, str, str, bool]]:
+        return frozenset((m.mount_point, m.fstype, m.source, m.remote) for m in mounts)
+
+    async def changed(self) -> None:
+        """Return once the table differs from the last read (or from the one at opening)."""
+        while True:
+            await anyio.sleep(self._interval)
+            mounts = await anyio.to_thread.run_sync(
+                self._read, abandon_on_cancel=True, limiter=self._limiter
+            )
+            now = self._key(mounts)
+            if now != self._last:
+                self._last = now
+                return
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> RereadTable:
         return self
 
     def __exit__(

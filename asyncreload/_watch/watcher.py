@@ -28,7 +28,7 @@ from .config import WatchSettings, resolve
 from .events import probe as probe_target
 from .events import watch_events
 from .merge import ChangeBatch, ChangeStream, merge
-from .mounts import Mount, MountTable, mount_poll_reason, read_mounts
+from .mounts import Mount, MountTable, RereadTable, mount_poll_reason, read_mounts
 from .options import StrPath, WatcherOptions
 from .plan import GONE, Target, absolute, current_directory, is_within, normalise, plan
 from .poll import Snapshot, Sweeper
@@ -340,7 +340,7 @@ class _Sources:
         finally:
             done.set()
 
-    async def follow(self, request: _Request, table: MountTable | None) -> None:
+    async def follow(self, request: _Request, table: MountTable | RereadTable | None) -> None:
         """Re-plan whenever the mount ``table`` changes or a root's symlink is re-pointed, until
         cancelled. Holds the sources' stream open meanwhile (new sources clone it)."""
         async with self.send:
@@ -357,7 +357,7 @@ class _Sources:
                         await self._replan(request)
 
     async def _on_table_changes(
-        self, table: MountTable, wake: MemoryObjectSendStream[None]
+        self, table: MountTable | RereadTable, wake: MemoryObjectSendStream[None]
     ) -> None:
         while True:
             await table.changed()
