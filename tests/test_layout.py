@@ -22,6 +22,7 @@ SHARED = {
     "_subreaper.py": "asyncreload._subreaper",
     "_run/guard_protocol.py": "asyncreload._run.guard_protocol",
     "_serve/worker_protocol.py": "asyncreload._serve.worker_protocol",
+    "_serve/live.py": "asyncreload._serve.live",
 }
 """What the programs share with the parent that starts them (framing, process trees, their
 protocols): standard library only too. The guard imports them as top-level modules."""

@@ -107,6 +107,8 @@ class ServeConfig:
     reload_excludes: Sequence[str] = ()
     reload_delay: float | None = None
     strategy: ReloadStrategy = ReloadStrategy.OVERLAP
+    live_reload: bool = False
+    """Refresh the browser's pages after each reload (see ``_serve/live.py``)."""
     watcher: WatcherOptions = field(default_factory=WatcherOptions)
     """Extra :func:`~asyncreload.open_watcher` arguments (``poll``, ``force_polling``, ...)."""
     uvicorn: dict[str, Any] = field(default_factory=dict)
@@ -166,6 +168,7 @@ class ServeConfig:
             "log_level": self.log_level,
             "access_log": self.access_log,
             "timeout_graceful_shutdown": self.timeout_graceful_shutdown,
+            "live_reload": self.live_reload,
             "env_file": None if self.env_file is None else os.path.abspath(self.env_file),
             # Paths as the user meant them: the workers run in the app dir.
             "uvicorn": {
@@ -491,6 +494,8 @@ class _Supervisor:
                 keeps = "the old version keeps serving" if self.serving else "waiting for a fix"
                 error = message.get("error", "")
                 log.error("the app failed to load; %s\n%s", keeps, error, extra={"multiline": True})
+                if self.config.live_reload and self.serving is not None:
+                    await self.serving.send(protocol.broken(error))
                 await worker.kill()
                 return None
 

@@ -42,6 +42,7 @@ from typing import Any, NoReturn
 
 from .. import _subreaper, _wire
 from . import worker_protocol as protocol
+from .live import LiveReload
 
 # What every worker needs: imported while the worker waits, not while the user does. uvicorn's
 # own "auto" modules pick the HTTP and WebSocket implementations (httptools or h11; websockets'
@@ -75,6 +76,8 @@ class _Channel:
         self._send_lock = threading.Lock()
         self._on_stop: Callable[[bool], None] | None = None
         self._grace: float | None = None
+        self.on_broken: Callable[[str], None] | None = None
+        """Called (in the reading thread) with the error of new code that failed to load."""
         threading.Thread(target=self._read, name="asyncreload-control", daemon=True).start()
 
     def send(self, message: dict[str, Any]) -> None:
@@ -99,6 +102,9 @@ class _Channel:
                 while (message := lines.next()) is not None:
                     if message.get("op") == protocol.STOP:
                         self._stop(handover=bool(message.get("handover")))
+                    elif message.get("op") == protocol.BROKEN:
+                        if self.on_broken is not None:
+                            self.on_broken(str(message.get("error", "")))
                     else:
                         self.inbox.put(message)
         self._stop(handover=False, orphaned=True)
@@ -230,6 +236,23 @@ def _load_app(spec: dict[str, Any]) -> tuple[Any, str]:
     return app, interface
 
 
+def _asgi3(app: Any, interface: str) -> tuple[Any, str]:
+    """``app`` as an ASGI 3 app, for a middleware to wrap (uvicorn's test of the interface)."""
+    if interface == "auto":
+        if inspect.isclass(app):
+            asgi3 = hasattr(app, "__await__")
+        elif inspect.isfunction(app):
+            asgi3 = inspect.iscoroutinefunction(app)
+        else:
+            asgi3 = inspect.iscoroutinefunction(type(app).__call__)
+        interface = "asgi3" if asgi3 else "asgi2"
+    if interface == "asgi2":
+        from uvicorn.middleware.asgi2 import ASGI2Middleware
+
+        return ASGI2Middleware(app), "asgi3"
+    return app, interface
+
+
 def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
     import uvicorn
 
@@ -240,6 +263,10 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
         channel.send(protocol.failed(short_traceback(e, user_dirs)))
         return 1
 
+    live = None
+    if spec.get("live_reload"):
+        app, interface = _asgi3(app, interface)
+        app = live = LiveReload(app)
     sock = socket.socket(fileno=listen_fd)
     config = uvicorn.Config(
         app,
@@ -267,10 +294,18 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
 
     server = Server(config)
     drain = _Drain(server, config.timeout_graceful_shutdown)
+    drain.live = live
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         channel.serving(lambda handover: drain.start(loop, handover), drain.grace)
+        if live is not None:
+            shown = live
+
+            def broken(error: str) -> None:
+                loop.call_soon_threadsafe(shown.show_error, error)
+
+            channel.on_broken = broken
         await server.serve(sockets=[sock])
 
     try:
@@ -325,6 +360,8 @@ class _Drain:
     def __init__(self, server: Any, grace: float | None) -> None:
         self.server = server
         self.grace = grace
+        self.live: LiveReload | None = None
+        """Its events streams end as the stop begins: they must never hold it up."""
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -357,6 +394,8 @@ class _Drain:
             return
         if self._tasks:
             return  # already on its way out
+        if self.live is not None:
+            self.live.end_streams()
         task = asyncio.get_running_loop().create_task(
             self._hand_over() if handover else self._stop()
         )

@@ -11,6 +11,9 @@ JSON object per line each way, each with an ``op`` (framed by ``asyncreload._wir
                            (stop accepting, drain, shut down; handover: a new worker serves
                            now, so answer each open connection's next request with
                            "Connection: close")
+                           {"op": "broken", "error": "..."}
+                           (to the serving worker, with live reload: the new code failed to
+                           load; show the browsers its short traceback)
     worker -> supervisor   {"op": "standby", "pid": N}   (warm, waiting for "go")
                            {"op": "stale", "names": [...]}
                            (it had preloaded these modules, which "changed" touches: it exits,
@@ -35,6 +38,7 @@ from typing import Any, Final
 HELLO: Final = "hello"
 GO: Final = "go"
 STOP: Final = "stop"
+BROKEN: Final = "broken"
 
 # worker -> supervisor
 STANDBY: Final = "standby"
@@ -54,6 +58,10 @@ def go(spec: Mapping[str, Any], changed: Iterable[str] = ()) -> dict[str, Any]:
 
 def stop(*, handover: bool) -> dict[str, Any]:
     return {"op": STOP, "handover": handover}
+
+
+def broken(error: str) -> dict[str, Any]:
+    return {"op": BROKEN, "error": error}
 
 
 def standby(pid: int) -> dict[str, Any]:

@@ -227,6 +227,12 @@ def _uvicorn_options(f: Any) -> Any:
     help=f"Quiet time that ends a batch of changes.  [default: {DEFAULTS.debounce:g}]",
 )
 @click.option(
+    "--live-reload",
+    is_flag=True,
+    help="Refresh the browser after each reload, once the new code answers: a script is added "
+    "to every HTML page the app returns (nothing else is touched).",
+)
+@click.option(
     "--reload-strategy",
     type=click.Choice(["overlap", "restart"]),
     default="overlap",

@@ -1,0 +1,234 @@
+"""Live reload, the worker's side: the browser follows the code.
+
+Wrapped around the app in each worker when ``serve --live-reload`` is on. Every full HTML page the
+app returns gets one small script (``<script src=".../__asyncreload__/live.js">``, before
+``</body>``, else before ``</head>``), which names the worker that served the page. The script
+listens to ``/__asyncreload__/events`` (server-sent events) on the app's own host and port. Each
+worker answers there with its own name, and ends every such stream the moment it begins to stop,
+so no stream ever holds up a reload. The browser then reconnects, which reaches the next worker
+only once it serves; and a page whose worker is not the one answering reloads. So a page
+refreshes after a reload, never before the new code answers, and a tab opened before the server
+started reloads when the server comes up. When new code fails to load, the old worker serves on
+and tells its streams the short traceback, which the pages show in a small overlay (not a
+refresh); the fix's worker makes them reload, which removes it.
+
+What is not a full HTML page passes through as it was: other types, compressed bodies, fragments
+without ``</body>`` or ``</head>``, and an HTML body longer than :data:`MAX_BUFFERED` (its first
+part is sent as it came, then the rest). ``Content-Length`` is set again for the pages that grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["EVENTS", "PREFIX", "SCRIPT", "LiveReload"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PREFIX = "/__asyncreload__/"
+EVENTS = PREFIX + "events"
+SCRIPT = PREFIX + "live.js"
+MAX_BUFFERED = 2 << 20
+"""The longest HTML body held back to add the script to (2 MiB)."""
+KEEPALIVE_S = 15.0
+"""Seconds between comments on an idle events stream, so that proxies keep it open."""
+
+_END_OF_BODY = re.compile(rb"</body\s*>", re.IGNORECASE)
+_END_OF_HEAD = re.compile(rb"</head\s*>", re.IGNORECASE)
+
+JAVASCRIPT = """\
+(() => {
+  const me = document.currentScript;
+  const page = me.dataset.worker;
+  const events = new EventSource(me.src.replace(/live\\.js(\\?.*)?$/, "events"));
+  events.addEventListener("hello", (e) => {
+    if (e.data !== page) {
+      events.close();
+      location.reload();
+    }
+  });
+  events.addEventListener("broken", (e) => {
+    let box = document.getElementById("__asyncreload_error");
+    if (!box) {
+      box = document.createElement("pre");
+      box.id = "__asyncreload_error";
+      box.style.cssText = "position:fixed;z-index:2147483647;left:1em;right:1em;bottom:1em;" +
+        "max-height:40vh;overflow:auto;margin:0;padding:1em;background:#2b0b0b;color:#ffd7d7;" +
+        "font:13px/1.4 monospace;border-radius:6px;box-shadow:0 4px 24px #0008;" +
+        "white-space:pre-wrap";
+      box.title = "asyncreload: the new code failed to load; this page is the old version";
+      document.body.appendChild(box);
+    }
+    box.textContent = "asyncreload: the app failed to load; this page is still the old " +
+      "version\\n\\n" + JSON.parse(e.data);
+  });
+})();
+"""
+
+
+class LiveReload:
+    """The ASGI app ``app`` with live reload; :meth:`end_streams` when the worker stops."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+        self.worker = f"{os.getpid()}-{time.time_ns()}"
+        """This worker's name, as pages and streams give it: new with each worker."""
+        self._ending = asyncio.Event()
+        self._error: str | None = None
+        self._streams: set[asyncio.Queue[str]] = set()
+
+    def show_error(self, error: str) -> None:
+        """Tell every page (those that connect later too) that new code failed to load (call it
+        in the worker's event loop)."""
+        self._error = error
+        for stream in self._streams:
+            stream.put_nowait(error)
+
+    def end_streams(self) -> None:
+        """End every events stream now, and each one opened from now on at once (call it in the
+        worker's event loop)."""
+        self._ending.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if path in (EVENTS, root + EVENTS):
+            await self._events(receive, send)
+        elif path in (SCRIPT, root + SCRIPT):
+            await _respond(send, b"application/javascript", JAVASCRIPT.encode())
+        else:
+            await self.app(scope, receive, _Injecting(send, self._tag(root)).send)
+
+    def _tag(self, root: str) -> bytes:
+        src = json.dumps(root + SCRIPT)
+        return f"<script src={src} data-worker={json.dumps(self.worker)}></script>".encode()
+
+    async def _events(self, receive: Receive, send: Send) -> None:
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-store"),
+                # Each stream ends when its worker stops: the next one must not be asked over
+                # this connection, which leads to the worker that is going.
+                (b"connection", b"close"),
+            ],
+        })  # fmt: skip
+        hello = f"retry: 250\nevent: hello\ndata: {self.worker}\n\n"
+        await send({"type": "http.response.body", "body": hello.encode(), "more_body": True})
+
+        async def gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        errors: asyncio.Queue[str] = asyncio.Queue()
+        if self._error is not None:
+            errors.put_nowait(self._error)
+        self._streams.add(errors)
+        client, ending = asyncio.ensure_future(gone()), asyncio.ensure_future(self._ending.wait())
+        error = asyncio.ensure_future(errors.get())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    (client, ending, error),
+                    timeout=KEEPALIVE_S,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if client in done:
+                    return  # nobody to tell
+                if ending in done:
+                    break
+                if error in done:
+                    data = f"event: broken\ndata: {json.dumps(error.result())}\n\n".encode()
+                    error = asyncio.ensure_future(errors.get())
+                else:
+                    data = b": \n\n"
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # uvicorn's ClientDisconnected: the browser went as we wrote
+        finally:
+            self._streams.discard(errors)
+            for waiting in (client, ending, error):
+                waiting.cancel()
+
+
+class _Injecting:
+    """The ``send`` of one response, adding the script to it if it is a full HTML page."""
+
+    def __init__(self, send: Send, tag: bytes) -> None:
+        self._send = send
+        self._tag = tag
+        self._start: Message | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if _is_page(message.get("headers", ())):
+                self._start = message  # held until the body is whole
+                return
+        elif kind == "http.response.body" and self._start is not None:
+            chunk = bytes(message.get("body", b""))
+            self._body.append(chunk)
+            self._size += len(chunk)
+            if message.get("more_body", False):
+                if self._size > MAX_BUFFERED:  # too long to hold: as it came, from here on
+                    await self._flush(b"".join(self._body), more=True)
+                return
+            await self._flush(_inject(b"".join(self._body), self._tag), more=False)
+            return
+        await self._send(message)
+
+    async def _flush(self, body: bytes, *, more: bool) -> None:
+        assert self._start is not None
+        start, self._start, self._body = self._start, None, []
+        if not more:
+            headers = [
+                (k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"
+            ]
+            start = {**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        await self._send(start)
+        await self._send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+def _is_page(headers: Any) -> bool:
+    kind = encoding = b""
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            kind = value.lower()
+        elif name.lower() == b"content-encoding":
+            encoding = value.lower()
+    return kind.startswith(b"text/html") and encoding in (b"", b"identity")
+
+
+def _inject(body: bytes, tag: bytes) -> bytes:
+    """``body`` with ``tag`` before its last ``</body>`` (else ``</head>``); as it was without."""
+    for end in (_END_OF_BODY, _END_OF_HEAD):
+        found = None
+        for found in end.finditer(body):  # noqa: B007 (the last one is wanted)
+            pass
+        if found is not None:
+            return body[: found.start()] + tag + body[found.start() :]
+    return body
+
+
+async def _respond(send: Send, kind: bytes, body: bytes) -> None:
+    headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store")]  # fmt: skip
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

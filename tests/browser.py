@@ -1,0 +1,114 @@
+"""A real headless Chromium for the live-reload tests, driven over its DevTools protocol (JSON
+over a WebSocket, with the ``websockets`` the tests have anyway): open a page, read what it
+shows. Started in a profile directory of its own, stopped by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from .conftest import IN_CI
+
+DEADLINE = 30.0
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+class Browser:
+    def __init__(self, profile: Path) -> None:
+        exe = chromium()
+        if exe is None:
+            if IN_CI:
+                pytest.fail("chromium is not installed (.ci/run installs it)")
+            pytest.skip("chromium is not installed")
+        profile.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", "--disable-extensions", "--no-first-run",
+             "--no-default-browser-check", "--remote-debugging-port=0",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + DEADLINE
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.close()
+                raise AssertionError("chromium did not start its DevTools server")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text().splitlines()[0])
+
+    def page(self) -> Page:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=10) as r:
+            targets = json.load(r)
+        target = next(t for t in targets if t["type"] == "page")
+        return Page(target["webSocketDebuggerUrl"])
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+class Page:
+    def __init__(self, url: str) -> None:
+        self._stack = contextlib.ExitStack()
+        self.ws: ClientConnection = self._stack.enter_context(
+            connect(url, max_size=None, open_timeout=10)
+        )
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        n = next(self._ids)
+        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
+        while True:  # events come in between: only the answer is wanted
+            message = json.loads(self.ws.recv(timeout=DEADLINE))
+            if message.get("id") == n:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message['error']}")
+                result: dict[str, Any] = message["result"]
+                return result
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of ``expression`` in the page; None while it can't be had (loading)."""
+        try:
+            result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        except AssertionError:
+            return None
+        return result.get("result", {}).get("value")
+
+    def wait_for(self, expression: str, expected: Any, timeout: float = DEADLINE) -> None:
+        deadline = time.monotonic() + timeout
+        seen = None
+        while time.monotonic() < deadline:
+            seen = self.evaluate(expression)
+            if seen == expected:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{expression} is {seen!r}, not {expected!r}, after {timeout} s")
+
+    def close(self) -> None:
+        self._stack.close()
