@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -38,12 +40,17 @@ class Browser:
                 pytest.fail("chromium is not installed (.ci/run installs it)")
             pytest.skip("chromium is not installed")
         profile.mkdir(parents=True, exist_ok=True)
+        # Its scratch directories in one of ours, removed at the end (else each run leaves
+        # /tmp/org.chromium.Chromium.* behind); short, since a socket's path is made in it.
+        self.scratch = tempfile.mkdtemp(prefix="cr-")
         self.process = subprocess.Popen(
             [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--disable-background-networking", "--disable-extensions", "--no-first-run",
+             "--disable-breakpad", "--disable-crash-reporter",
              "--no-default-browser-check", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "TMPDIR": self.scratch},
         )  # fmt: skip
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + DEADLINE
@@ -68,6 +75,7 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class Page:
