@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from asyncreload._serve import live
-from asyncreload._serve.supervisor import ServeConfig, serve_async
 
 from .browser import Browser, Page
 from .test_serve import FLASK_APP, write_app
+from .test_serve import serving as serve_with
 
 pytestmark = pytest.mark.anyio
 
@@ -62,15 +62,8 @@ def free_port() -> int:
         return port
 
 
-@asynccontextmanager
-async def serving(app_dir: Path, port: int = 0) -> AsyncIterator[str]:
-    config = ServeConfig(app="main:app", app_dir=str(app_dir), port=port, live_reload=True)
-    async with anyio.create_task_group() as tg:
-        where = await tg.start(serve_async, config)
-        try:
-            yield where
-        finally:
-            tg.cancel_scope.cancel()
+def serving(app_dir: Path, port: int = 0) -> AbstractAsyncContextManager[str]:
+    return serve_with(app_dir, port=port, live_reload=True)
 
 
 async def in_thread(function: Any, *args: Any) -> Any:

@@ -78,7 +78,8 @@ def write_app(directory: Path, version: str, template: str = ASGI_APP) -> None:
 
 @asynccontextmanager
 async def serving(app_dir: Path, app: str = "main:app", **options: object) -> AsyncIterator[str]:
-    config = ServeConfig(app=app, app_dir=str(app_dir), port=0, **options)  # type: ignore[arg-type]
+    options = {"port": 0, **options}  # any free port, unless one is given
+    config = ServeConfig(app=app, app_dir=str(app_dir), **options)  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
         where = await tg.start(serve_async, config)
         try:

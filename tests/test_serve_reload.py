@@ -144,6 +144,16 @@ def make(tmp_path: Path, sock: socket.socket, *scripts: str, **config: Any) -> S
                       list(scripts))  # fmt: skip
 
 
+async def serving_then(supervisor: Supervisor, *scripts: str) -> FakeWorker:
+    """Start serving; the workers after that answer as ``scripts`` say. The serving worker."""
+    await reload(supervisor, ())
+    old = supervisor.serving
+    assert isinstance(old, FakeWorker)
+    supervisor.standby = None  # the one warmed at the start would answer "ready"
+    supervisor.scripts = list(scripts)
+    return old
+
+
 def edit(tmp_path: Path, name: str = "main.py") -> tuple[Change, ...]:
     return (Change(ChangeKind.MODIFIED, str(tmp_path / name), Source.EVENTS),)
 
@@ -181,11 +191,7 @@ async def test_the_restart_strategy_stops_the_old_worker_before_the_new_loads(
     tmp_path: Path, listening: Any
 ) -> None:
     supervisor = make(tmp_path, listening, strategy=sv.ReloadStrategy.RESTART)
-    await reload(supervisor, ())
-    old = supervisor.serving
-    assert old is not None
-    supervisor.scripts = ["hang"]  # the next standby never gets ready
-    supervisor.standby = None
+    old = await serving_then(supervisor, "hang")  # the next worker never gets ready
     newer = edit(tmp_path, "views.py")
     assert await reload(supervisor, edit(tmp_path), Changes(newer)) == (
         *edit(tmp_path),
@@ -198,12 +204,9 @@ async def test_a_failed_import_keeps_the_old_version_serving(
     tmp_path: Path, listening: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     supervisor = make(tmp_path, listening)
-    await reload(supervisor, ())
-    old = supervisor.serving
-    supervisor.standby = None
-    supervisor.scripts = ["failed"]
+    old = await serving_then(supervisor, "failed")
     assert await reload(supervisor, edit(tmp_path)) is None
-    assert supervisor.serving is old and old is not None and not old.stopped
+    assert supervisor.serving is old and not old.stopped
     assert supervisor.spawned[-2].killed  # the worker that failed
     assert "SyntaxError" in caplog.text and "old version keeps serving" in caplog.text
 
@@ -239,10 +242,7 @@ async def test_a_worker_that_cant_be_started_is_said_for_each_edit_and_the_old_o
     tmp_path: Path, listening: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     supervisor = make(tmp_path, listening)
-    await reload(supervisor, ())
-    old = supervisor.serving
-    supervisor.standby = None
-    supervisor.scripts = ["oserror", "oserror", "oserror"]
+    old = await serving_then(supervisor, "oserror", "oserror", "oserror")
     assert await reload(supervisor, edit(tmp_path)) is None
     assert await reload(supervisor, edit(tmp_path)) is None
     assert supervisor.serving is old
