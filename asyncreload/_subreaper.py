@@ -22,6 +22,7 @@ __all__ = [
     "prctl",
     "reap_children",
     "send_signal",
+    "stat_fields",
 ]
 
 PR_SET_PDEATHSIG = 1
@@ -31,16 +32,24 @@ KILL_TIMEOUT = 10.0
 in uninterruptible sleep, e.g. on a dead NFS server, can't die until the kernel lets it)."""
 
 
+def stat_fields(text: str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` from the state on (``[0]`` state, ``[1]`` ppid, ``[2]``
+    pgid, ...). The command name before them is in parentheses and may itself hold spaces and
+    parentheses, so they are counted from the last ``)``.
+
+    >>> stat_fields("42 (my (odd) name) S 7 42 42 0 -1")[:3]
+    ['S', '7', '42']
+    """
+    return text[text.rindex(")") + 2 :].split()
+
+
 def parse_stat(text: str) -> tuple[str, int, int]:
     """``(state, ppid, pgid)`` from the text of ``/proc/PID/stat``.
-
-    The command name is in parentheses and may itself hold spaces and parentheses, so the fields
-    are counted from the last ``)``.
 
     >>> parse_stat("42 (my (odd) name) S 7 42 42 0 -1")
     ('S', 7, 42)
     """
-    fields = text[text.rindex(")") + 2 :].split()
+    fields = stat_fields(text)
     return fields[0], int(fields[1]), int(fields[2])
 
 

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from asyncreload._subreaper import stat_fields
+
 from .helpers import DEADLINE, eventually
 
 CHILD = r"""
@@ -102,15 +104,12 @@ def child_command(journal: Journal, *flags: str) -> list[str]:
 
 def proc_stat(pid: int) -> list[str] | None:
     """The fields of ``/proc/PID/stat`` from the state on (``[0]`` state, ``[1]`` ppid, ``[2]``
-    pgid, ``[11]``/``[12]`` user/system ticks, ``[19]`` start time); None once it is gone. The
-    command name before them may hold spaces and parentheses: they are counted from the last
-    ``)``."""
+    pgid, ``[11]``/``[12]`` user/system ticks, ``[19]`` start time); None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
+            return stat_fields(f.read())
     except OSError:
         return None
-    return text[text.rindex(")") + 2 :].split()
 
 
 def start_time(pid: int) -> int | None:
