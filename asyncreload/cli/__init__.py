@@ -40,6 +40,7 @@ from .._watch import (
     current_directory,
     explain,
     inotify_limits,
+    keywords_from,
     open_watcher,
     relative_to,
     resolve,
@@ -56,7 +57,6 @@ from .common import (
     setup_logging,
     shown,
     verbosity_options,
-    watcher_kwargs,
     watcher_options,
 )
 from .run import run_command
@@ -125,7 +125,7 @@ def watch(paths: Sequence[str], as_json: bool, verbose: int, quiet: int, **opts:
     status 141.
     """
     setup_logging(verbose, quiet)
-    kwargs = watcher_kwargs(opts)
+    kwargs = keywords_from(opts)
     try:
         cwd: str | None = current_directory()
     except PathNotFoundError:

@@ -21,8 +21,6 @@ from .._watch import (
     OPTIONS,
     QUANTITIES,
     Option,
-    WatcherOptions,
-    keywords_from,
 )
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "setup_logging",
     "shown",
     "verbosity_options",
-    "watcher_kwargs",
     "watcher_options",
 ]
 
@@ -132,11 +129,6 @@ def serve_watcher_options(f: F) -> F:
     for option in reversed([o for o in OPTIONS if o.serve]):
         f = _click_option(option)(f)
     return f
-
-
-def watcher_kwargs(opts: dict[str, Any]) -> WatcherOptions:
-    """The :func:`open_watcher` arguments from the parsed :func:`watcher_options`."""
-    return keywords_from(opts)
 
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\e", "\\": "\\\\", "'": "\\'"}

@@ -28,6 +28,7 @@ from .._run import (
     returncode_to_status,
     terminal_hung_up,
 )
+from .._watch import keywords_from
 from .common import (
     EPILOG,
     WATCHED_PATH,
@@ -36,7 +37,6 @@ from .common import (
     run_async,
     setup_logging,
     verbosity_options,
-    watcher_kwargs,
     watcher_options,
 )
 from .pyproject import load_config
@@ -162,7 +162,7 @@ def run_command(
         on_exit=opts["on_exit"],
         clear=opts["clear"],
         foreground=True,
-        **watcher_kwargs(opts),
+        **keywords_from(opts),
     )
     received: list[int] = []
     failures: list[CommandError] = []
