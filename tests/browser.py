@@ -62,9 +62,19 @@ class Browser:
         self.port = int(port_file.read_text().splitlines()[0])
 
     def page(self) -> Page:
+        """The tab the browser started with."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=10) as r:
             targets = json.load(r)
         target = next(t for t in targets if t["type"] == "page")
+        return Page(target["webSocketDebuggerUrl"])
+
+    def new_page(self) -> Page:
+        """Another tab."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/json/new?about:blank", method="PUT"
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            target = json.load(r)
         return Page(target["webSocketDebuggerUrl"])
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ SHARED = {
     "_run/guard_protocol.py": "asyncreload._run.guard_protocol",
     "_serve/worker_protocol.py": "asyncreload._serve.worker_protocol",
     "_serve/live.py": "asyncreload._serve.live",
+    "_serve/static_dirs.py": "asyncreload._serve.static_dirs",
 }
 """What the programs share with the parent that starts them (framing, process trees, their
 protocols): standard library only too. The guard imports them as top-level modules."""

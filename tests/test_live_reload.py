@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pytest
 from asyncreload._serve import live
 
 from .browser import Browser, Page
+from .helpers import CLI
 from .test_serve import FLASK_APP, write_app
 from .test_serve import serving as serve_with
 
@@ -43,16 +47,21 @@ async def app(scope, receive, send):
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Page]:
-    chromium = Browser(tmp_path / "profile")
+def chromium(tmp_path: Path) -> Iterator[Browser]:
+    started = Browser(tmp_path / "profile")
     try:
-        page = chromium.page()
-        try:
-            yield page
-        finally:
-            page.close()
+        yield started
     finally:
-        chromium.close()
+        started.close()
+
+
+@pytest.fixture
+def browser(chromium: Browser) -> Iterator[Page]:
+    page = chromium.page()
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def free_port() -> int:
@@ -62,8 +71,8 @@ def free_port() -> int:
         return port
 
 
-def serving(app_dir: Path, port: int = 0) -> AbstractAsyncContextManager[str]:
-    return serve_with(app_dir, port=port, live_reload=True)
+def serving(app_dir: Path, port: int = 0, **options: Any) -> AbstractAsyncContextManager[str]:
+    return serve_with(app_dir, port=port, live_reload=True, **options)
 
 
 async def in_thread(function: Any, *args: Any) -> Any:
@@ -136,11 +145,274 @@ async def test_a_wsgi_page_gets_the_script_too(tmp_path: Path, browser: Page) ->
         await in_thread(browser.wait_for, "document.title", "flask 2")
 
 
+# -- a page of each framework: its code, its template, its static files ---------------------
+
+PAGE_TEMPLATE = """\
+<!doctype html><html><head><title>{{ version }} HEADING</title>
+<link rel="stylesheet" href="/static/site.css"></head><body>
+<script>sessionStorage.loads = Number(sessionStorage.loads || 0) + 1</script>
+<h1>HEADING</h1><input id="typed"><script src="/static/app.js"></script></body></html>
+"""
+
+FASTAPI_SITE = """\
+from pathlib import Path
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+VERSION = {version!r}
+HERE = Path(__file__).parent
+app = FastAPI()
+app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+templates = Jinja2Templates(directory=HERE / "templates")
+
+@app.get("/", response_class=HTMLResponse)
+def index(request: Request):
+    return templates.TemplateResponse(request, "page.html", {{"version": VERSION}})
+
+@app.get("/api")
+def api():
+    return {{"version": VERSION}}
+"""
+
+FLASK_SITE = """\
+from flask import Flask, jsonify, render_template
+
+VERSION = {version!r}
+app = Flask(__name__)
+
+@app.get("/")
+def index():
+    return render_template("page.html", version=VERSION)
+
+@app.get("/api")
+def api():
+    return jsonify(version=VERSION)
+"""
+
+DJANGO_VIEWS = """\
+from django.http import JsonResponse
+from django.shortcuts import render
+
+VERSION = {version!r}
+
+def index(request):
+    return render(request, "page.html", {{"version": VERSION}})
+
+def api(request):
+    return JsonResponse({{"version": VERSION}})
+"""
+
+DJANGO_PROJECT = {
+    "mysite/__init__.py": "",
+    "mysite/settings.py": """\
+SECRET_KEY = "not a secret: a test"
+DEBUG = True
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "mysite.urls"
+INSTALLED_APPS = ["django.contrib.staticfiles", "pages"]
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+STATIC_URL = "/static/"
+DATABASES = {}
+USE_TZ = True
+""",
+    "mysite/urls.py": """\
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+from django.urls import path
+from pages import views
+
+urlpatterns = [path("", views.index), path("api", views.api), *staticfiles_urlpatterns()]
+""",
+    "mysite/wsgi.py": """\
+import os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+from django.core.wsgi import get_wsgi_application
+application = get_wsgi_application()
+""",
+    "pages/__init__.py": "",
+}
+
+
+@dataclass(frozen=True)
+class Site:
+    app: str
+    code: str
+    """The module that holds VERSION."""
+    code_text: str
+    base: str
+    """Where templates/ and static/ are."""
+    api_body: str
+    """/api's body, byte for byte, as the framework makes it (for "v2")."""
+    files: dict[str, str] = field(default_factory=dict)
+
+    def write_code(self, root: Path, version: str) -> None:
+        save(root / self.code, self.code_text.format(version=version))
+
+    def write_template(self, root: Path, heading: str) -> None:
+        save(root / self.base / "templates/page.html", PAGE_TEMPLATE.replace("HEADING", heading))
+
+    def write_static(self, root: Path, name: str, text: str) -> None:
+        save(root / self.base / "static" / name, text)
+
+    def write(self, root: Path) -> None:
+        for name, text in self.files.items():
+            save(root / name, text)
+        self.write_code(root, "v1")
+        self.write_template(root, "one")
+        self.write_static(root, "site.css", "h1 { color: rgb(0, 0, 0) }\n")
+        self.write_static(root, "app.js", 'window.appVersion = "j1";\n')
+
+
+SITES = {
+    "fastapi": Site("main:app", "main.py", FASTAPI_SITE, ".", '{"version":"v2"}'),
+    "flask": Site("main:app", "main.py", FLASK_SITE, ".", '{"version":"v2"}\n'),
+    "django": Site(
+        "mysite.wsgi:application",
+        "pages/views.py",
+        DJANGO_VIEWS,
+        "pages",
+        '{"version": "v2"}',
+        DJANGO_PROJECT,
+    ),
+}
+
+
+TITLE = "document.readyState === 'complete' ? document.title : null"
+"""The page's title once it has loaded: before, its scripts may not have run (they wait for
+its stylesheets)."""
+
+
+def save(path: Path, text: str) -> None:
+    # Whole, and renamed into place, as editors do.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@pytest.mark.parametrize("framework", list(SITES))
+async def test_code_templates_and_static_files_each_reach_the_page(
+    framework: str, tmp_path: Path, browser: Page
+) -> None:
+    site = SITES[framework]
+    site.write(tmp_path)
+    worker = "document.querySelector('script[data-worker]').dataset.worker"
+    color = "getComputedStyle(document.querySelector('h1')).color"
+    async with serving(tmp_path, app=site.app) as where:
+        await in_thread(browser.open, where)
+        await in_thread(browser.wait_for, TITLE, "v1 one")
+        # The code: a new worker, and the page refreshes once.
+        site.write_code(tmp_path, "v2")
+        await in_thread(browser.wait_for, TITLE, "v2 one")
+        assert await in_thread(browser.evaluate, "sessionStorage.loads") == "2"
+        # A template: the same.
+        site.write_template(tmp_path, "two")
+        await in_thread(browser.wait_for, TITLE, "v2 two")
+        assert await in_thread(browser.evaluate, "sessionStorage.loads") == "3"
+        serving_worker = await in_thread(browser.evaluate, worker)
+        # A stylesheet: swapped in place; what was typed stays, and no worker is started.
+        await in_thread(browser.evaluate, "document.getElementById('typed').value = 'kept'")
+        site.write_static(tmp_path, "site.css", "h1 { color: rgb(1, 2, 3) }\n")
+        await in_thread(browser.wait_for, color, "rgb(1, 2, 3)")
+        typed = await in_thread(browser.evaluate, "document.getElementById('typed').value")
+        assert typed == "kept"
+        assert await in_thread(browser.evaluate, "sessionStorage.loads") == "3"
+        # Another static file: the page reloads, from the same worker.
+        site.write_static(tmp_path, "app.js", 'window.appVersion = "j2";\n')
+        await in_thread(browser.wait_for, "window.appVersion", "j2")
+        assert await in_thread(browser.evaluate, "sessionStorage.loads") == "4"
+        assert await in_thread(browser.evaluate, worker) == serving_worker
+        # JSON is as the framework made it, byte for byte.
+        async with httpx.AsyncClient(timeout=30) as client:
+            api = await client.get(where + "/api")
+        assert api.content == site.api_body.encode()
+        assert api.headers.get("content-length", str(len(api.content))) == str(len(api.content))
+
+
+ASSETS_APP = """\
+from pathlib import Path
+VERSION = {version!r}
+HERE = Path(__file__).parent
+PAGE = '''<!doctype html><html><head><title>{{version}}</title>
+<link rel="stylesheet" href="/assets/site.css"></head><body>
+<script>sessionStorage.loads = Number(sessionStorage.loads || 0) + 1</script>
+<h1>{{version}}</h1></body></html>'''
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"].startswith("/assets/"):
+        body, kind = (HERE / scope["path"][1:]).read_bytes(), b"text/css"
+    else:
+        body, kind = PAGE.format(version=VERSION).encode(), b"text/html"
+    await send({{"type": "http.response.start", "status": 200,
+                 "headers": [(b"content-type", kind)]}})
+    await send({{"type": "http.response.body", "body": body}})
+"""
+
+
+async def test_several_tabs_follow_and_a_named_static_dir_restyles_them(
+    tmp_path: Path, chromium: Browser, browser: Page
+) -> None:
+    color = "getComputedStyle(document.querySelector('h1')).color"
+    write_app(tmp_path, "v1", ASSETS_APP)
+    save(tmp_path / "assets/site.css", "h1 { color: rgb(0, 0, 0) }\n")
+    second = chromium.new_page()
+    try:
+        async with serving(tmp_path, static_dirs=[str(tmp_path / "assets")]) as where:
+            tabs = (browser, second)
+            for tab in tabs:
+                await in_thread(tab.open, where)
+                await in_thread(tab.wait_for, TITLE, "v1")
+            save(tmp_path / "assets/site.css", "h1 { color: rgb(4, 5, 6) }\n")
+            for tab in tabs:
+                await in_thread(tab.wait_for, color, "rgb(4, 5, 6)")
+                assert await in_thread(tab.evaluate, "sessionStorage.loads") == "1"
+            write_app(tmp_path, "v2", ASSETS_APP)
+            for tab in tabs:
+                await in_thread(tab.wait_for, TITLE, "v2")
+                assert await in_thread(tab.evaluate, "sessionStorage.loads") == "2"
+    finally:
+        second.close()
+
+
+def test_pyproject_turns_it_on_for_serve_and_run_leaves_it(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.asyncreload]\n"
+        "live-reload = true\n"
+        'static-dir = ["assets"]\n'
+        "command = \"sh -c 'exit 3'\"\n"  # run's: serve leaves it
+        'on-exit = "exit"\n'
+    )
+    (tmp_path / "assets").mkdir()
+    write_app(tmp_path, "configured", HTML_APP)
+    port = free_port()
+    cli = CLI("serve", "main:app", "--port", str(port), cwd=tmp_path)
+    try:
+        cli.wait_line(
+            lambda s: f"serving main:app at http://127.0.0.1:{port}" in s, stream="stderr"
+        )
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30).text
+        assert f'<script src="{live.SCRIPT}"' in page
+    finally:
+        cli.stop()
+    # run takes its own keys from the same table, and leaves serve's.
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncreload", "run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+
+
 # -- the middleware alone ---------------------------------------------------------------------
 
 
-async def respond(headers: list[tuple[bytes, bytes]], *chunks: bytes) -> list[dict[str, Any]]:
-    """What the client gets when the app sends ``headers`` and ``chunks`` through live reload."""
+async def respond(
+    headers: list[tuple[bytes, bytes]], *chunks: bytes, path: str = "/", static: str = ""
+) -> list[dict[str, Any]]:
+    """What the client gets when the app sends ``headers`` and ``chunks`` through live reload
+    (for a request of ``path``, with static files under the URL ``static``)."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -156,7 +428,7 @@ async def respond(headers: list[tuple[bytes, bytes]], *chunks: bytes) -> list[di
     async def receive() -> Any:
         return {"type": "http.request", "body": b""}
 
-    await live.LiveReload(app)({"type": "http", "path": "/"}, receive, send)
+    await live.LiveReload(app, [static])({"type": "http", "path": path}, receive, send)
     return sent
 
 
@@ -215,3 +487,17 @@ async def test_a_page_too_long_to_hold_streams_on_unchanged(
     sent = await respond(HTML, *chunks)
     assert body(sent) == b"".join(chunks)
     assert header(sent, b"content-length") is None  # not a length it could know
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_static_files_are_asked_for_again_unless_the_app_says_how_to_cache_them() -> None:
+    css = [(b"content-type", b"text/css"), (b"last-modified", b"Tue, 01 Dec 2026 10:00:00 GMT")]
+    got = await respond(css, b"h1 {}", path="/static/site.css", static="/static/")
+    assert header(got, b"cache-control") == b"no-cache"
+    assert body(got) == b"h1 {}"
+    own = [*css, (b"cache-control", b"max-age=60")]
+    got = await respond(own, b"h1 {}", path="/static/site.css", static="/static/")
+    assert header(got, b"cache-control") == b"max-age=60"
+    # Not a static file: as the app made it.
+    got = await respond(css, b"h1 {}", path="/style", static="/static/")
+    assert header(got, b"cache-control") is None

@@ -12,6 +12,13 @@ started reloads when the server comes up. When new code fails to load, the old w
 and tells its streams the short traceback, which the pages show in a small overlay (not a
 refresh); the fix's worker makes them reload, which removes it.
 
+Static files (the directories :mod:`.static_dirs` finds, or ``--static-dir``) don't restart the
+worker: the supervisor watches them itself and tells the serving worker, whose streams pass it
+on. A change of stylesheets only swaps each of the page's own stylesheets in place (scroll
+position and what was typed stay); any other static file reloads the page. Responses under the
+static URLs get ``Cache-Control: no-cache`` when they have none, so that the browser asks for
+them again rather than guessing they are fresh.
+
 What is not a full HTML page passes through as it was: other types, compressed bodies, fragments
 without ``</body>`` or ``</head>``, and an HTML body longer than :data:`MAX_BUFFERED` (its first
 part is sent as it came, then the rest). ``Content-Length`` is set again for the pages that grow.
@@ -24,7 +31,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 __all__ = ["EVENTS", "PREFIX", "SCRIPT", "LiveReload"]
@@ -48,12 +55,33 @@ _END_OF_HEAD = re.compile(rb"</head\s*>", re.IGNORECASE)
 JAVASCRIPT = """\
 (() => {
   const me = document.currentScript;
-  const page = me.dataset.worker;
+  // The worker that served this page; a page that includes the script itself (asyncreload run)
+  // has none, and takes the first one it hears of.
+  let page = me.dataset.worker;
   const events = new EventSource(me.src.replace(/live\\.js(\\?.*)?$/, "events"));
+  const reload = () => {
+    events.close();
+    location.reload();
+  };
   events.addEventListener("hello", (e) => {
-    if (e.data !== page) {
-      events.close();
-      location.reload();
+    if (page === undefined) page = e.data;
+    else if (e.data !== page) reload();
+  });
+  events.addEventListener("page", reload);
+  // A stylesheet changed: each of this site's is fetched again, and swapped for the old one
+  // once it has loaded (no flash of an unstyled page); the page itself stays as it is.
+  events.addEventListener("css", () => {
+    const stamp = Date.now().toString(36);
+    for (const link of document.querySelectorAll('link[rel~="stylesheet"]')) {
+      const url = new URL(link.href, location.href);
+      if (url.origin !== location.origin) continue;
+      url.searchParams.set("asyncreload", stamp);
+      const fresh = link.cloneNode();
+      fresh.href = url.href;
+      const done = () => link.remove();
+      fresh.addEventListener("load", done);
+      fresh.addEventListener("error", done);
+      link.after(fresh);
     }
   });
   events.addEventListener("broken", (e) => {
@@ -78,25 +106,36 @@ JAVASCRIPT = """\
 class LiveReload:
     """The ASGI app ``app`` with live reload; :meth:`end_streams` when the worker stops."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], static_urls: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.worker = f"{os.getpid()}-{time.time_ns()}"
         """This worker's name, as pages and streams give it: new with each worker."""
+        self._static_urls = tuple(u for u in static_urls if u)
         self._ending = asyncio.Event()
         self._error: str | None = None
-        self._streams: set[asyncio.Queue[str]] = set()
+        self._streams: set[asyncio.Queue[bytes]] = set()
 
     def show_error(self, error: str) -> None:
         """Tell every page (those that connect later too) that new code failed to load (call it
         in the worker's event loop)."""
         self._error = error
-        for stream in self._streams:
-            stream.put_nowait(error)
+        self._tell(_event("broken", json.dumps(error)))
+
+    def assets_changed(self, kind: str) -> None:
+        """Tell every page that static files changed: ``"css"`` (only stylesheets: swap them),
+        else ``"page"`` (reload). Call it in the worker's event loop."""
+        self._tell(_event("css" if kind == "css" else "page", kind))
 
     def end_streams(self) -> None:
         """End every events stream now, and each one opened from now on at once (call it in the
         worker's event loop)."""
         self._ending.set()
+
+    def _tell(self, event: bytes) -> None:
+        for stream in self._streams:
+            stream.put_nowait(event)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,41 +148,45 @@ class LiveReload:
         elif path in (SCRIPT, root + SCRIPT):
             await _respond(send, b"application/javascript", JAVASCRIPT.encode())
         else:
-            await self.app(scope, receive, _Injecting(send, self._tag(root)).send)
+            # A static file is asked for again after each change: without a Cache-Control of
+            # its own, the browser may take it as fresh from its cache for a while (it guesses
+            # from Last-Modified), and the reload would show the old one.
+            static = any(path.startswith(u) for u in self._static_urls)
+            injecting = _Injecting(send, self._tag(root), revalidate=static)
+            await self.app(scope, receive, injecting.send)
 
     def _tag(self, root: str) -> bytes:
         src = json.dumps(root + SCRIPT)
         return f"<script src={src} data-worker={json.dumps(self.worker)}></script>".encode()
 
     async def _events(self, receive: Receive, send: Send) -> None:
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/event-stream"),
-                (b"cache-control", b"no-store"),
-                # Each stream ends when its worker stops: the next one must not be asked over
-                # this connection, which leads to the worker that is going.
-                (b"connection", b"close"),
-            ],
-        })  # fmt: skip
-        hello = f"retry: 250\nevent: hello\ndata: {self.worker}\n\n"
-        await send({"type": "http.response.body", "body": hello.encode(), "more_body": True})
-
         async def gone() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        errors: asyncio.Queue[str] = asyncio.Queue()
+        events: asyncio.Queue[bytes] = asyncio.Queue()
         if self._error is not None:
-            errors.put_nowait(self._error)
-        self._streams.add(errors)
+            events.put_nowait(_event("broken", json.dumps(self._error)))
+        self._streams.add(events)
         client, ending = asyncio.ensure_future(gone()), asyncio.ensure_future(self._ending.wait())
-        error = asyncio.ensure_future(errors.get())
+        event = asyncio.ensure_future(events.get())
         try:
+            await send({
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-store"),
+                    # Each stream ends when its worker stops: the next one must not be asked
+                    # over this connection, which leads to the worker that is going.
+                    (b"connection", b"close"),
+                ],
+            })  # fmt: skip
+            hello = b"retry: 250\n" + _event("hello", self.worker)
+            await send({"type": "http.response.body", "body": hello, "more_body": True})
             while True:
                 done, _ = await asyncio.wait(
-                    (client, ending, error),
+                    (client, ending, event),
                     timeout=KEEPALIVE_S,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -151,9 +194,9 @@ class LiveReload:
                     return  # nobody to tell
                 if ending in done:
                     break
-                if error in done:
-                    data = f"event: broken\ndata: {json.dumps(error.result())}\n\n".encode()
-                    error = asyncio.ensure_future(errors.get())
+                if event in done:
+                    data = event.result()
+                    event = asyncio.ensure_future(events.get())
                 else:
                     data = b": \n\n"
                 await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -161,17 +204,18 @@ class LiveReload:
         except OSError:
             pass  # uvicorn's ClientDisconnected: the browser went as we wrote
         finally:
-            self._streams.discard(errors)
-            for waiting in (client, ending, error):
+            self._streams.discard(events)
+            for waiting in (client, ending, event):
                 waiting.cancel()
 
 
 class _Injecting:
     """The ``send`` of one response, adding the script to it if it is a full HTML page."""
 
-    def __init__(self, send: Send, tag: bytes) -> None:
+    def __init__(self, send: Send, tag: bytes, *, revalidate: bool = False) -> None:
         self._send = send
         self._tag = tag
+        self._revalidate = revalidate
         self._start: Message | None = None
         self._body: list[bytes] = []
         self._size = 0
@@ -179,6 +223,8 @@ class _Injecting:
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
+            if self._revalidate:
+                message = _revalidated(message)
             if _is_page(message.get("headers", ())):
                 self._start = message  # held until the body is whole
                 return
@@ -214,6 +260,19 @@ def _is_page(headers: Any) -> bool:
         elif name.lower() == b"content-encoding":
             encoding = value.lower()
     return kind.startswith(b"text/html") and encoding in (b"", b"identity")
+
+
+def _revalidated(start: Message) -> Message:
+    """The response start with ``Cache-Control: no-cache`` if it had no Cache-Control."""
+    headers = list(start.get("headers", ()))
+    if any(name.lower() == b"cache-control" for name, _ in headers):
+        return start
+    return {**start, "headers": [*headers, (b"cache-control", b"no-cache")]}
+
+
+def _event(name: str, data: str) -> bytes:
+    """One server-sent event (``data`` on one line)."""
+    return f"event: {name}\ndata: {data}\n\n".encode()
 
 
 def _inject(body: bytes, tag: bytes) -> bytes:

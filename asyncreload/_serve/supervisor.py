@@ -41,7 +41,7 @@ from anyio.abc import Process, TaskStatus
 
 from .._bytecode import purge_stale_bytecode
 from .._channel import Channel
-from .._exceptions import AsyncReloadError, ConfigError
+from .._exceptions import AsyncReloadError, ConfigError, WatchPathError
 from .._loopguard import LoopGuard, changed_at, muted_line
 from .._platform import process_trees_missing
 from .._signals import cancel_on_signals
@@ -51,6 +51,7 @@ from .._watch import (
     ChangeBatch,
     WatcherOptions,
     fold,
+    is_within,
     open_watcher,
     relative_to,
     summarize,
@@ -109,6 +110,9 @@ class ServeConfig:
     strategy: ReloadStrategy = ReloadStrategy.OVERLAP
     live_reload: bool = False
     """Refresh the browser's pages after each reload (see ``_serve/live.py``)."""
+    static_dirs: Sequence[str] = ()
+    """With live reload, directories of static files besides those the app's framework names:
+    a change there updates the pages without a new worker."""
     watcher: WatcherOptions = field(default_factory=WatcherOptions)
     """Extra :func:`~asyncreload.open_watcher` arguments (``poll``, ``force_polling``, ...)."""
     uvicorn: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +135,9 @@ class ServeConfig:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
         if not os.path.isdir(self.app_dir):
             raise ConfigError(f"--app-dir is not a directory: {self.app_dir}")
+        for directory in self.static_dirs:
+            if not os.path.isdir(directory):
+                raise ConfigError(f"--static-dir is not a directory: {directory}")
         if self.env_file is not None and not os.path.isfile(self.env_file):
             raise ConfigError(f"--env-file does not exist: {self.env_file}")
         if self.uvicorn:
@@ -381,9 +388,29 @@ class _Supervisor:
         did not get that far)."""
         self.trouble: str | None = None
         """Why workers can't be started (the app dir gone): warned once, until they can."""
+        self.found_static: tuple[str, ...] = ()
+        """The static directories the serving worker's framework names (live reload)."""
+        self.static_moved = anyio.Event()
+        """Set when the static directories to watch change."""
+
+    def static_dirs(self) -> tuple[str, ...]:
+        """Where changes update the pages instead of the worker (live reload only)."""
+        if not self.config.live_reload:
+            return ()
+        given = [os.path.abspath(d) for d in self.config.static_dirs]
+        return tuple(dict.fromkeys([*given, *self.found_static]))
+
+    def found(self, dirs: Sequence[str]) -> None:
+        """The serving worker's framework named these static directories."""
+        if tuple(dirs) != self.found_static:
+            self.found_static = tuple(dirs)
+            self.static_moved.set()
 
     def admit(self, batch: ChangeBatch) -> ChangeBatch | None:
         """``batch``, or None when it holds only paths that keep reloading the app (say so)."""
+        static = self.static_dirs()
+        if static:  # the static files' watcher has those
+            batch = tuple(c for c in batch if not any(is_within(c.path, d) for d in static))
         verdict = self.guard.admit({c.path: changed_at(c) for c in batch})
         cwd = _cwd()
         roots = [os.path.join(cwd, d) for d in self.roots]
@@ -507,6 +534,8 @@ class _Supervisor:
                 break
             if message.get("op") == protocol.MODULES:
                 self.preload = list(message.get("names", []))
+            elif message.get("op") == protocol.STATIC and worker is self.serving:
+                self.found([str(d) for d in message.get("dirs", [])])
         code = await worker.process.wait()
         await worker.close()
         if self.serving is worker:
@@ -541,6 +570,36 @@ class _Supervisor:
             race.start_soon(change)
             race.start_soon(death)
         return got[0]
+
+    async def watch_static(self, options: WatcherOptions) -> None:
+        """With live reload: watch the static directories, anew each time they change; what
+        changes there goes to the pages, and no worker is started for it."""
+        while True:
+            moved = self.static_moved = anyio.Event()
+            dirs = self.static_dirs()
+            async with anyio.create_task_group() as tg:
+                if dirs:
+                    tg.start_soon(self._pass_on_assets, dirs, options)
+                await moved.wait()
+                tg.cancel_scope.cancel()
+
+    async def _pass_on_assets(self, dirs: Sequence[str], options: WatcherOptions) -> None:
+        try:
+            async with open_watcher(*dirs, **options) as changes:
+                log.debug("static files: watching %s", ", ".join(dirs))
+                async for batch in changes:
+                    await self.assets_changed(batch)
+        except WatchPathError as e:  # one was removed meanwhile: watched again once it's back
+            log.warning("static files are not followed: %s", e)
+
+    async def assets_changed(self, batch: ChangeBatch) -> None:
+        """Static files changed: the pages swap stylesheets in place, or reload for the rest."""
+        css = all(c.path.endswith(".css") for c in batch)
+        does = "the pages swap their stylesheets" if css else "the pages reload"
+        if self.serving is None:
+            return
+        log.info("%s: %s (the worker keeps serving)", summarize(batch, _cwd()), does)
+        await self.serving.send(protocol.assets("css" if css else "page"))
 
     async def retire(self, worker: _Worker, *, handover: bool = False) -> None:
         # The worker's own graceful timeout, plus its drain and lifespan shutdown.
@@ -585,6 +644,12 @@ async def serve_async(
             anyio.create_task_group() as tg,
             open_watcher(*reload_dirs, **watcher_args) as changes,
         ):
+            if config.live_reload:
+                static_options: WatcherOptions = {"exclude": config.reload_excludes}
+                static_options.update(config.watcher)
+                if config.reload_delay is not None:
+                    static_options["debounce"] = config.reload_delay
+                tg.start_soon(supervisor.watch_static, static_options)
             task_status.started(supervisor.where)
             batch: ChangeBatch | None = ()  # the start: a reload with no change yet
             while batch is not None:

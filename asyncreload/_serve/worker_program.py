@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import _subreaper, _wire
+from . import static_dirs
 from . import worker_protocol as protocol
 from .live import LiveReload
 
@@ -76,8 +77,9 @@ class _Channel:
         self._send_lock = threading.Lock()
         self._on_stop: Callable[[bool], None] | None = None
         self._grace: float | None = None
-        self.on_broken: Callable[[str], None] | None = None
-        """Called (in the reading thread) with the error of new code that failed to load."""
+        self.on_live: Callable[[dict[str, Any]], None] | None = None
+        """Called (in the reading thread) with each message for the pages (live reload's
+        ``broken`` and ``assets``)."""
         threading.Thread(target=self._read, name="asyncreload-control", daemon=True).start()
 
     def send(self, message: dict[str, Any]) -> None:
@@ -102,9 +104,9 @@ class _Channel:
                 while (message := lines.next()) is not None:
                     if message.get("op") == protocol.STOP:
                         self._stop(handover=bool(message.get("handover")))
-                    elif message.get("op") == protocol.BROKEN:
-                        if self.on_broken is not None:
-                            self.on_broken(str(message.get("error", "")))
+                    elif message.get("op") in (protocol.BROKEN, protocol.ASSETS):
+                        if self.on_live is not None:
+                            self.on_live(message)
                     else:
                         self.inbox.put(message)
         self._stop(handover=False, orphaned=True)
@@ -264,9 +266,11 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
         return 1
 
     live = None
+    static: list[static_dirs.Place] = []
     if spec.get("live_reload"):
+        static = static_dirs.find(app)
         app, interface = _asgi3(app, interface)
-        app = live = LiveReload(app)
+        app = live = LiveReload(app, static_urls=[p.url for p in static])
     sock = socket.socket(fileno=listen_fd)
     config = uvicorn.Config(
         app,
@@ -291,6 +295,8 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
                 # made once the new code was seen comes after it (see LoopGuard.settled).
                 channel.send(protocol.ready(os.getpid(), time.time()))
                 channel.send(protocol.modules(_third_party_modules(user_dirs)))
+                if live is not None:
+                    channel.send(protocol.static(p.directory for p in static))
 
     server = Server(config)
     drain = _Drain(server, config.timeout_graceful_shutdown)
@@ -302,10 +308,13 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
         if live is not None:
             shown = live
 
-            def broken(error: str) -> None:
-                loop.call_soon_threadsafe(shown.show_error, error)
+            def tell_pages(message: dict[str, Any]) -> None:
+                if message["op"] == protocol.BROKEN:
+                    loop.call_soon_threadsafe(shown.show_error, str(message.get("error", "")))
+                else:
+                    loop.call_soon_threadsafe(shown.assets_changed, str(message.get("kind")))
 
-            channel.on_broken = broken
+            channel.on_live = tell_pages
         await server.serve(sockets=[sock])
 
     try:

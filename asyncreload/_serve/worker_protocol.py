@@ -14,6 +14,10 @@ JSON object per line each way, each with an ``op`` (framed by ``asyncreload._wir
                            {"op": "broken", "error": "..."}
                            (to the serving worker, with live reload: the new code failed to
                            load; show the browsers its short traceback)
+                           {"op": "assets", "kind": "css"}
+                           (to the serving worker, with live reload: static files changed;
+                           "css": only stylesheets, which the pages swap in place; "page":
+                           others, for which the pages reload)
     worker -> supervisor   {"op": "standby", "pid": N}   (warm, waiting for "go")
                            {"op": "stale", "names": [...]}
                            (it had preloaded these modules, which "changed" touches: it exits,
@@ -23,6 +27,9 @@ JSON object per line each way, each with an ``op`` (framed by ``asyncreload._wir
                            it answered any request)
                            {"op": "modules", "names": [...]}
                            (the third-party modules the app imported: the next "preload")
+                           {"op": "static", "dirs": ["/app/static", ...]}
+                           (with live reload: the app's static directories, found from its
+                           framework; changes there update the pages without a reload)
                            {"op": "failed", "error": "..."}
                            (the app did not import or start; a short traceback)
 
@@ -39,12 +46,14 @@ HELLO: Final = "hello"
 GO: Final = "go"
 STOP: Final = "stop"
 BROKEN: Final = "broken"
+ASSETS: Final = "assets"
 
 # worker -> supervisor
 STANDBY: Final = "standby"
 STALE: Final = "stale"
 READY: Final = "ready"
 MODULES: Final = "modules"
+STATIC: Final = "static"
 FAILED: Final = "failed"
 
 
@@ -64,6 +73,10 @@ def broken(error: str) -> dict[str, Any]:
     return {"op": BROKEN, "error": error}
 
 
+def assets(kind: str) -> dict[str, Any]:
+    return {"op": ASSETS, "kind": kind}
+
+
 def standby(pid: int) -> dict[str, Any]:
     return {"op": STANDBY, "pid": pid}
 
@@ -78,6 +91,10 @@ def ready(pid: int, at: float) -> dict[str, Any]:
 
 def modules(names: Iterable[str]) -> dict[str, Any]:
     return {"op": MODULES, "names": list(names)}
+
+
+def static(dirs: Iterable[str]) -> dict[str, Any]:
+    return {"op": STATIC, "dirs": list(dirs)}
 
 
 def failed(error: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from .merge import (
 )
 from .mounts import cache_delay
 from .options import OPTIONS, Option, StrPath, WatcherOptions, keywords_from, take_watcher_options
-from .plan import Target, absolute, current_directory
+from .plan import Target, absolute, current_directory, is_within
 from .watcher import awatch, explain, open_watcher
 
 # What the other rooms (run, serve, the CLI) may use: nothing else of the watcher's.
@@ -46,6 +46,7 @@ __all__ = [
     "explain",
     "fold",
     "inotify_limits",
+    "is_within",
     "keywords_from",
     "open_watcher",
     "relative_to",

@@ -1,9 +1,11 @@
-"""``[tool.asyncreload]`` in the nearest ``pyproject.toml``: defaults for ``asyncreload run``.
+"""``[tool.asyncreload]`` in the nearest ``pyproject.toml``: defaults for ``run`` and ``serve``.
 
-The keys are the long options' names (``watch``, ``grace``, ``on-exit``, ...; ``_`` works as
-well as ``-``), plus ``command``. The command line overrides each of them, and the
-``ASYNCRELOAD_*`` environment variables override the watcher settings they name. Relative paths
-are relative to the directory of the ``pyproject.toml``::
+The keys are the long options' names (``watch``, ``grace``, ``on-exit``, ``live-reload``, ...;
+``_`` works as well as ``-``), plus ``command``. Each command takes the keys of its own options
+and leaves the others' (``run`` has no ``live-reload``, ``serve`` no ``command``). The command
+line overrides each of them, and the ``ASYNCRELOAD_*`` environment variables override the
+watcher settings they name. Relative paths are relative to the directory of the
+``pyproject.toml``::
 
     [tool.asyncreload]
     command = "python -m myapp"
@@ -11,6 +13,7 @@ are relative to the directory of the ``pyproject.toml``::
     exclude = ["*.log"]
     grace = 2
     on-exit = "restart"
+    live-reload = true
 
 "The nearest" is the first ``pyproject.toml`` found going up from the current directory; if it
 has no ``[tool.asyncreload]`` table there is no configuration (a parent's is not used).
@@ -25,7 +28,10 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import click
+from click.core import ParameterSource
 
 from .._exceptions import ConfigError
 from .._watch import OPTIONS, QUANTITIES, absolute, current_directory
@@ -38,7 +44,7 @@ else:  # pragma: no cover - Python 3.10
     except ImportError:
         tomllib = None
 
-__all__ = ["RunConfig", "find_pyproject", "load_config"]
+__all__ = ["RunConfig", "find_pyproject", "load_config", "with_config"]
 
 log = logging.getLogger("asyncreload.config")
 
@@ -53,6 +59,10 @@ class RunConfig:
 
     path: Path
     values: Mapping[str, Any] = field(default_factory=dict)
+
+    def values_for(self, command: Command) -> dict[str, Any]:
+        """The values that ``command`` takes."""
+        return {k: v for k, v in self.values.items() if _FOR.get(k, command) == command}
 
 
 def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path | None:
@@ -96,6 +106,30 @@ def load_config(
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.asyncreload] must be a table")
     return RunConfig(path, check_table(table, path, os.environ if env is None else env))
+
+
+def with_config(
+    ctx: click.Context,
+    opts: Mapping[str, Any],
+    command: Command,
+    *,
+    needed: bool,
+    params: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``opts`` (a command's parameters) with ``[tool.asyncreload]``'s values for ``command``
+    filled in where the command line gave none (``params``: key -> parameter, where they
+    differ); ``command``'s own key is always taken."""
+    values = dict(opts)
+    config = load_config(needed=needed)
+    if config is None:
+        return values
+    taken = config.values_for(command)
+    for name, value in taken.items():
+        param = (params or {}).get(name, name)
+        if name == "command" or ctx.get_parameter_source(param) is ParameterSource.DEFAULT:
+            values[param] = value
+    log.debug("options from %s: %s", config.path, ", ".join(taken))
+    return values
 
 
 def _read_tool(path: Path, *, needed: bool) -> dict[str, Any] | None:
@@ -210,4 +244,15 @@ _KEYS: dict[str, Callable[[object, Path], Any]] = {
     "on_exit": _on_exit,
     "shell": _bool,
     "clear": _bool,
+    "live_reload": _bool,
+    "static_dir": _paths,
 }
+
+Command = Literal["run", "serve"]
+
+_FOR: dict[str, Command] = {
+    **dict.fromkeys(["command", "watch", "signal", "grace", "on_exit", "shell", "clear"], "run"),
+    **{o.name: "run" for o in OPTIONS if not o.serve},
+    **dict.fromkeys(["live_reload", "static_dir"], "serve"),
+}
+"""The keys only one command takes; the others (the watcher's) are for both."""

@@ -12,7 +12,6 @@ from typing import Any
 import anyio
 import click
 from anyio.abc import TaskStatus
-from click.core import ParameterSource
 
 from .._exceptions import (
     CommandError,
@@ -39,7 +38,7 @@ from .common import (
     verbosity_options,
     watcher_options,
 )
-from .pyproject import load_config
+from .pyproject import with_config
 
 __all__ = ["run_command"]
 
@@ -143,7 +142,9 @@ def run_command(
     and starts COMMAND again once a directory by that name is back.
     """
     setup_logging(verbose, quiet)
-    opts = _with_config(ctx, opts, needed=not command)
+    opts = with_config(
+        ctx, {**opts, "command": ()}, "run", needed=not command, params={"signal": "stop_signal"}
+    )
     argv = command or opts["command"]
     if not argv:
         raise click.UsageError("missing COMMAND: asyncreload run [OPTIONS] -- COMMAND [ARGS]...")
@@ -187,23 +188,8 @@ def run_command(
     sys.exit(128 + received[-1] if received else 0)
 
 
-_CONFIG_PARAMS = {"signal": "stop_signal"}
 _CANT_RUN = {CommandNotFoundError: 127, CommandNotExecutableError: 126}
 """The shell's exit statuses for a command it can't run."""
-
-
-def _with_config(ctx: click.Context, opts: dict[str, Any], *, needed: bool) -> dict[str, Any]:
-    """The options with ``[tool.asyncreload]`` filled in where the command line gave none."""
-    values = {**opts, "command": ()}
-    config = load_config(needed=needed)
-    if config is None:
-        return values
-    for name, value in config.values.items():
-        param = _CONFIG_PARAMS.get(name, name)
-        if name == "command" or ctx.get_parameter_source(param) is ParameterSource.DEFAULT:
-            values[param] = value
-    log.debug("options from %s: %s", config.path, ", ".join(config.values))
-    return values
 
 
 async def _steer(

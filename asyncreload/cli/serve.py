@@ -20,6 +20,7 @@ from .common import (
     setup_logging,
     verbosity_options,
 )
+from .pyproject import with_config
 
 __all__ = ["serve_command"]
 
@@ -41,6 +42,16 @@ under the --reload-dir directories, and the --env-file; an edit shows on the
 next request (its values re-read). --reload-exclude '*.html' takes one back.
 A path that keeps reloading the app (5 reloads within 10 s: the app writes
 it at start) is set aside, with one line, until something else changes.
+
+\b
+Live reload (--live-reload): each HTML page gets a <script> before its last
+</body> (or </head>) that listens on /__asyncreload__/events. After a reload
+the page refreshes once the new worker answers; a failed reload shows its
+error over the old page instead. A stylesheet edited under a static dir is
+swapped in place (no refresh: scroll and typed text stay); other static files
+refresh the page; neither starts a worker. Static dirs are found from the app:
+Starlette/FastAPI StaticFiles mounts, Flask static folders, Django's
+STATICFILES_DIRS and app static/ dirs; --static-dir names more.
 
 \b
 Reload strategies:
@@ -230,7 +241,16 @@ def _uvicorn_options(f: Any) -> Any:
     "--live-reload",
     is_flag=True,
     help="Refresh the browser after each reload, once the new code answers: a script is added "
-    "to every HTML page the app returns (nothing else is touched).",
+    "to every HTML page the app returns (nothing else is touched). See below.",
+)
+@click.option(
+    "--static-dir",
+    "static_dirs",
+    multiple=True,
+    metavar="DIR",
+    type=WATCHED_PATH,
+    help="With --live-reload: DIR holds static files (repeatable), which update the pages "
+    "without a new worker. Those of StaticFiles mounts, Flask and Django are found.",
 )
 @click.option(
     "--reload-strategy",
@@ -242,7 +262,10 @@ def _uvicorn_options(f: Any) -> Any:
 @serve_watcher_options
 @_uvicorn_options
 @verbosity_options
-def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
+@click.pass_context
+def serve_command(
+    ctx: click.Context, /, app: str, verbose: int, quiet: int, **options: Any
+) -> None:
     """Serve an ASGI or WSGI APP ("module:attribute") and reload it on change.
 
     \b
@@ -268,6 +291,12 @@ def serve_command(app: str, verbose: int, quiet: int, **options: Any) -> None:
     # The app is imported from, and every relative path resolved in, the current directory:
     # gone, nothing would work (one line, exit 2, rather than a traceback at the first use).
     current_directory()
+    # [tool.asyncreload]'s live-reload, static-dir and watcher settings; run's keys are run's.
+    options = with_config(ctx, options, "serve", needed=False, params={"static_dir": "static_dirs"})
+    if options["static_dirs"] and not options["live_reload"]:
+        logging.getLogger("asyncreload.serve").warning(
+            "--static-dir is ignored without --live-reload (static files don't reload the app)"
+        )
     del options["reload"]  # uvicorn's flag, accepted; reloading is what serve does
     workers = options.pop("workers")
     if workers is not None and workers > 1:
