@@ -22,6 +22,7 @@ SHARED = {
     "_subreaper.py": "asyncreload._subreaper",
     "_run/guard_protocol.py": "asyncreload._run.guard_protocol",
     "_serve/worker_protocol.py": "asyncreload._serve.worker_protocol",
+    "_browser_script.py": "asyncreload._browser_script",
     "_serve/live.py": "asyncreload._serve.live",
     "_serve/static_dirs.py": "asyncreload._serve.static_dirs",
 }

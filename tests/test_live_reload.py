@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,9 +18,13 @@ import anyio
 import httpx
 import pytest
 
+from asyncreload import _subreaper
+from asyncreload._browser_script import SCRIPT
+from asyncreload._run.live import listening_ports
 from asyncreload._serve import live
 
 from .browser import Browser, Page
+from .conftest import wait_for
 from .helpers import CLI
 from .test_serve import FLASK_APP, write_app
 from .test_serve import serving as serve_with
@@ -378,12 +384,15 @@ async def test_several_tabs_follow_and_a_named_static_dir_restyles_them(
 
 
 def test_pyproject_turns_it_on_for_serve_and_run_leaves_it(tmp_path: Path) -> None:
+    live_port = free_port()
     (tmp_path / "pyproject.toml").write_text(
         "[tool.asyncreload]\n"
         "live-reload = true\n"
         'static-dir = ["assets"]\n'
-        "command = \"sh -c 'exit 3'\"\n"  # run's: serve leaves it
+        # run's: serve leaves them
+        "command = \"sh -c 'exit 3'\"\n"
         'on-exit = "exit"\n'
+        f"live-reload-port = {live_port}\n"
     )
     (tmp_path / "assets").mkdir()
     write_app(tmp_path, "configured", HTML_APP)
@@ -394,7 +403,7 @@ def test_pyproject_turns_it_on_for_serve_and_run_leaves_it(tmp_path: Path) -> No
             lambda s: f"serving main:app at http://127.0.0.1:{port}" in s, stream="stderr"
         )
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30).text
-        assert f'<script src="{live.SCRIPT}"' in page
+        assert f'<script src="{SCRIPT}"' in page
     finally:
         cli.stop()
     # run takes its own keys from the same table, and leaves serve's.
@@ -403,6 +412,97 @@ def test_pyproject_turns_it_on_for_serve_and_run_leaves_it(tmp_path: Path) -> No
         cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 3, done.stderr
+    assert f"http://127.0.0.1:{live_port}/__asyncreload__/live.js" in done.stderr
+
+
+# -- run --live-reload-port: a server that run restarts ---------------------------------------
+
+PAGE_SERVER = """\
+import http.server
+import sys
+
+VERSION = {version!r}
+PAGE = ("<!doctype html><html><head><title>" + VERSION + "</title></head><body>"
+        "<script>sessionStorage.loads = Number(sessionStorage.loads || 0) + 1</script>"
+        '<script src="http://127.0.0.1:' + sys.argv[2] + '/__asyncreload__/live.js"></script>'
+        "</body></html>").encode()
+
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Page).serve_forever()
+"""
+
+
+def answers(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_run_reloads_the_pages_once_the_restarted_server_listens(
+    tmp_path: Path, browser: Page
+) -> None:
+    save(tmp_path / "server.py", PAGE_SERVER.format(version="run 1"))
+    app_port, live_port = free_port(), free_port()
+    cli = CLI(
+        "run", "--live-reload-port", str(live_port), "--",
+        sys.executable, "server.py", str(app_port), str(live_port), cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        line = cli.wait_line(lambda s: "live reload:" in s, stream="stderr")
+        assert f'<script src="http://127.0.0.1:{live_port}/__asyncreload__/live.js">' in line
+        wait_for(lambda: answers(app_port), timeout=30, what="the server to listen")
+        browser.open(f"http://127.0.0.1:{app_port}/")
+        browser.wait_for(TITLE, "run 1")
+        for version, loads in (("run 2", "2"), ("run 3", "3")):
+            save(tmp_path / "server.py", PAGE_SERVER.format(version=version))
+            browser.wait_for(TITLE, version)
+            assert browser.evaluate("sessionStorage.loads") == loads
+    finally:
+        cli.stop()
+
+
+def test_run_says_in_one_line_when_the_live_reload_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "asyncreload", "run", "--live-reload-port", str(port),
+             "--", "true"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"asyncreload: error: can't serve live reload on 127.0.0.1:{port}: Address already in use"
+    )
+
+
+def test_the_ports_a_process_tree_listens_on_are_read_from_proc() -> None:
+    port = free_port()
+    # A shell whose child listens: the port is the tree's, not only the first process's.
+    listen = (f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); "
+              "s.listen(); time.sleep(60)")  # fmt: skip
+    tree = subprocess.Popen(["sh", "-c", f'{sys.executable} -c "{listen}"; :'])
+    idle = subprocess.Popen(["sleep", "60"])
+    try:
+        wait_for(lambda: port in listening_ports(tree.pid), timeout=30, what="the port")
+        assert listening_ports(tree.pid) == {port}
+        assert listening_ports(idle.pid) == set()
+    finally:
+        for pid in _subreaper.descendants(tree.pid):
+            os.kill(pid, signal.SIGKILL)
+        for process in (tree, idle):
+            process.kill()
+            process.wait()
 
 
 # -- the middleware alone ---------------------------------------------------------------------

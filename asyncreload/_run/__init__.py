@@ -5,6 +5,7 @@ guard, ``guard_program``: a separate, stdlib-only program (run as its own proces
 the command's whole process tree when asyncreload goes, however it goes.
 """
 
+from .live import LiveServer
 from .process import (
     DEFAULT_GRACE,
     ManagedProcess,
@@ -18,6 +19,7 @@ from .runner import OnExit, ProcessRunner, parse_signal, run_process
 # What the CLI and the package may use.
 __all__ = [
     "DEFAULT_GRACE",
+    "LiveServer",
     "ManagedProcess",
     "OnExit",
     "ProcessRunner",

@@ -24,7 +24,7 @@ import shlex
 import shutil
 import signal as signals
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
@@ -252,6 +252,8 @@ class ProcessRunner:
         self._forced: anyio.Event | None = None
         self._guard = LoopGuard()
         self._starting: anyio.CancelScope | None = None
+        self.on_start: Callable[[int], None] | None = None
+        """Called with the command's PID after each start (``run --live-reload-port``)."""
 
     def restart(self) -> None:
         """Restart the command now, as if a file had changed (e.g. on SIGHUP)."""
@@ -428,11 +430,13 @@ class ProcessRunner:
             sys.stdout.write(_CLEAR)
             sys.stdout.flush()
         try:
-            await proc.start(self.argv, env=env, cwd=self._cwd)
+            pid = await proc.start(self.argv, env=env, cwd=self._cwd)
         except CommandError as e:
             if first:
                 raise
             return e
+        if self.on_start is not None:
+            self.on_start(pid)
         if first:
             where = ", ".join(os.fspath(p) for p in self.paths) or self._cwd
             log.info("watching %s; running %s", where, shlex.join(self.argv))

@@ -34,16 +34,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-__all__ = ["EVENTS", "PREFIX", "SCRIPT", "LiveReload"]
+from .._browser_script import EVENTS, JAVASCRIPT, SCRIPT, event
+
+__all__ = ["LiveReload"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PREFIX = "/__asyncreload__/"
-EVENTS = PREFIX + "events"
-SCRIPT = PREFIX + "live.js"
 MAX_BUFFERED = 2 << 20
 """The longest HTML body held back to add the script to (2 MiB)."""
 KEEPALIVE_S = 15.0
@@ -51,56 +50,6 @@ KEEPALIVE_S = 15.0
 
 _END_OF_BODY = re.compile(rb"</body\s*>", re.IGNORECASE)
 _END_OF_HEAD = re.compile(rb"</head\s*>", re.IGNORECASE)
-
-JAVASCRIPT = """\
-(() => {
-  const me = document.currentScript;
-  // The worker that served this page; a page that includes the script itself (asyncreload run)
-  // has none, and takes the first one it hears of.
-  let page = me.dataset.worker;
-  const events = new EventSource(me.src.replace(/live\\.js(\\?.*)?$/, "events"));
-  const reload = () => {
-    events.close();
-    location.reload();
-  };
-  events.addEventListener("hello", (e) => {
-    if (page === undefined) page = e.data;
-    else if (e.data !== page) reload();
-  });
-  events.addEventListener("page", reload);
-  // A stylesheet changed: each of this site's is fetched again, and swapped for the old one
-  // once it has loaded (no flash of an unstyled page); the page itself stays as it is.
-  events.addEventListener("css", () => {
-    const stamp = Date.now().toString(36);
-    for (const link of document.querySelectorAll('link[rel~="stylesheet"]')) {
-      const url = new URL(link.href, location.href);
-      if (url.origin !== location.origin) continue;
-      url.searchParams.set("asyncreload", stamp);
-      const fresh = link.cloneNode();
-      fresh.href = url.href;
-      const done = () => link.remove();
-      fresh.addEventListener("load", done);
-      fresh.addEventListener("error", done);
-      link.after(fresh);
-    }
-  });
-  events.addEventListener("broken", (e) => {
-    let box = document.getElementById("__asyncreload_error");
-    if (!box) {
-      box = document.createElement("pre");
-      box.id = "__asyncreload_error";
-      box.style.cssText = "position:fixed;z-index:2147483647;left:1em;right:1em;bottom:1em;" +
-        "max-height:40vh;overflow:auto;margin:0;padding:1em;background:#2b0b0b;color:#ffd7d7;" +
-        "font:13px/1.4 monospace;border-radius:6px;box-shadow:0 4px 24px #0008;" +
-        "white-space:pre-wrap";
-      box.title = "asyncreload: the new code failed to load; this page is the old version";
-      document.body.appendChild(box);
-    }
-    box.textContent = "asyncreload: the app failed to load; this page is still the old " +
-      "version\\n\\n" + JSON.parse(e.data);
-  });
-})();
-"""
 
 
 class LiveReload:
@@ -121,12 +70,12 @@ class LiveReload:
         """Tell every page (those that connect later too) that new code failed to load (call it
         in the worker's event loop)."""
         self._error = error
-        self._tell(_event("broken", json.dumps(error)))
+        self._tell(event("broken", json.dumps(error)))
 
     def assets_changed(self, kind: str) -> None:
         """Tell every page that static files changed: ``"css"`` (only stylesheets: swap them),
         else ``"page"`` (reload). Call it in the worker's event loop."""
-        self._tell(_event("css" if kind == "css" else "page", kind))
+        self._tell(event("css" if kind == "css" else "page", kind))
 
     def end_streams(self) -> None:
         """End every events stream now, and each one opened from now on at once (call it in the
@@ -166,10 +115,10 @@ class LiveReload:
 
         events: asyncio.Queue[bytes] = asyncio.Queue()
         if self._error is not None:
-            events.put_nowait(_event("broken", json.dumps(self._error)))
+            events.put_nowait(event("broken", json.dumps(self._error)))
         self._streams.add(events)
         client, ending = asyncio.ensure_future(gone()), asyncio.ensure_future(self._ending.wait())
-        event = asyncio.ensure_future(events.get())
+        coming = asyncio.ensure_future(events.get())
         try:
             await send({
                 "type": "http.response.start",
@@ -182,11 +131,11 @@ class LiveReload:
                     (b"connection", b"close"),
                 ],
             })  # fmt: skip
-            hello = b"retry: 250\n" + _event("hello", self.worker)
+            hello = b"retry: 250\n" + event("hello", self.worker)
             await send({"type": "http.response.body", "body": hello, "more_body": True})
             while True:
                 done, _ = await asyncio.wait(
-                    (client, ending, event),
+                    (client, ending, coming),
                     timeout=KEEPALIVE_S,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -194,9 +143,9 @@ class LiveReload:
                     return  # nobody to tell
                 if ending in done:
                     break
-                if event in done:
-                    data = event.result()
-                    event = asyncio.ensure_future(events.get())
+                if coming in done:
+                    data = coming.result()
+                    coming = asyncio.ensure_future(events.get())
                 else:
                     data = b": \n\n"
                 await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -205,7 +154,7 @@ class LiveReload:
             pass  # uvicorn's ClientDisconnected: the browser went as we wrote
         finally:
             self._streams.discard(events)
-            for waiting in (client, ending, event):
+            for waiting in (client, ending, coming):
                 waiting.cancel()
 
 
@@ -268,11 +217,6 @@ def _revalidated(start: Message) -> Message:
     if any(name.lower() == b"cache-control" for name, _ in headers):
         return start
     return {**start, "headers": [*headers, (b"cache-control", b"no-cache")]}
-
-
-def _event(name: str, data: str) -> bytes:
-    """One server-sent event (``data`` on one line)."""
-    return f"event: {name}\ndata: {data}\n\n".encode()
 
 
 def _inject(body: bytes, tag: bytes) -> bytes:

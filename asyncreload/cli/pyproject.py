@@ -207,6 +207,12 @@ def _paths(raw: object, base: Path) -> tuple[str, ...]:
     return tuple(os.path.normpath(base / p) for p in _strings(raw, base))
 
 
+def _port(raw: object, _: Path) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 65535:
+        raise TypeError("expected a port number, 1 to 65535")
+    return raw
+
+
 def _signal(raw: object, _: Path) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise TypeError('expected a signal name or number, e.g. "INT"')
@@ -246,12 +252,16 @@ _KEYS: dict[str, Callable[[object, Path], Any]] = {
     "clear": _bool,
     "live_reload": _bool,
     "static_dir": _paths,
+    "live_reload_port": _port,
 }
 
 Command = Literal["run", "serve"]
 
 _FOR: dict[str, Command] = {
-    **dict.fromkeys(["command", "watch", "signal", "grace", "on_exit", "shell", "clear"], "run"),
+    **dict.fromkeys(
+        ["command", "watch", "signal", "grace", "on_exit", "shell", "clear", "live_reload_port"],
+        "run",
+    ),
     **{o.name: "run" for o in OPTIONS if not o.serve},
     **dict.fromkeys(["live_reload", "static_dir"], "serve"),
 }

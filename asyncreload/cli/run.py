@@ -21,6 +21,7 @@ from .._exceptions import (
 )
 from .._run import (
     DEFAULT_GRACE,
+    LiveServer,
     OnExit,
     ProcessRunner,
     parse_signal,
@@ -111,6 +112,14 @@ found, 126 when it can't be executed; 2 for bad usage; 1 for other failures.
     "word; several words are joined with spaces into one script first, as ssh does.",
 )
 @click.option("--clear", is_flag=True, help="Clear the screen before each start.")
+@click.option(
+    "--live-reload-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve live reload on 127.0.0.1:PORT for the pages of a server COMMAND runs: a page "
+    'that includes <script src="http://127.0.0.1:PORT/__asyncreload__/live.js"></script> '
+    "reloads once the restarted COMMAND listens again.",
+)
 @verbosity_options
 @click.pass_context
 def run_command(
@@ -168,9 +177,22 @@ def run_command(
     received: list[int] = []
     failures: list[CommandError] = []
     had_terminal = os.isatty(0)
+    live_port = opts["live_reload_port"]
+    unserved: list[str] = []
 
     async def main() -> int | None:
         async with anyio.create_task_group() as tg:
+            if live_port is not None:
+                live = LiveServer(live_port)
+                try:
+                    await tg.start(live.serve)
+                except OSError as e:
+                    unserved.append(f"can't serve live reload on {live.host}:{live_port}: "
+                                    f"{e.strerror}")  # fmt: skip
+                    return None
+                runner.on_start = live.command_started
+                log.info("live reload: pages that include %s reload after each restart",
+                         live.tag())  # fmt: skip
             await tg.start(_steer, runner, received, had_terminal)
             try:
                 returncode = await runner.run()
@@ -181,6 +203,8 @@ def run_command(
         return returncode
 
     returncode = run_async(main)
+    for problem in unserved:
+        fail(problem, 1)
     for failure in failures:
         fail(str(failure), _CANT_RUN.get(type(failure), 1))
     if returncode is not None:
