@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._fuse import FuseUnavailable, fuse_problem, passthrough
+from ._live import measure_live
 from ._measure import REPO, Settings, measure
 from ._peers import PEERS, Peer, select
 from ._reload_report import summarize_reload
@@ -58,7 +59,7 @@ QUICK = Settings(
     stall_seconds=0.5,
 )
 QUICK_RELOAD = ReloadSettings(trials=3, spacing=(0.3, 0.6), burst_quiet=(1.5, 1.5))
-MEASUREMENTS = ("watch", "restart", "serve")
+MEASUREMENTS = ("watch", "restart", "serve", "live")
 """``watch``: the watchers on the trees; ``restart``: edit to a restarted process; ``serve``:
 edit to the first HTTP response with the new code."""
 FUSE_MAX = 10_000
@@ -329,6 +330,8 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
         chosen.discard("watch")
     restarters = select_reloaders(RESTARTERS, names) if "restart" in chosen else []
     servers = select_reloaders(SERVERS, names) if "serve" in chosen else []
+    if names and "live" not in (args.only or ()):
+        chosen.discard("live")  # it has no peers to name
     plan = _plan(args) if "watch" in chosen else []
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     revision = _revision()  # now: the lead may commit while the run goes on
@@ -361,6 +364,13 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
             for what, chosen_ones in (("restart", restarters), ("serve", servers))
             if chosen_ones
         }
+        if "live" in chosen:
+            _log("[live] asyncreload serve --live-reload in headless Chromium ...")
+            t_live = time.monotonic()
+            reloads["live"] = measure_live(
+                reload_settings, Path(workdir), logdir, f"{args.seed}/live"
+            )
+            _log(f"    done ({time.monotonic() - t_live:.0f} s)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {
@@ -375,7 +385,10 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
         "settings": asdict(settings),
         "reload_settings": asdict(reload_settings),
     }
-    report = render(meta, trees, peers, results, reloads.get("restart"), reloads.get("serve"))
+    report = render(
+        meta, trees, peers, results, reloads.get("restart"), reloads.get("serve"),
+        reloads.get("live"),
+    )  # fmt: skip
     return report, {"meta": meta, "trees": trees, "results": results, **reloads}
 
 
@@ -385,8 +398,9 @@ def rerender(path: Path) -> str:
     names = {r["peer"] for r in raw["results"]}
     peers = [p for p in PEERS if p.name in names]
     return render(
-        raw["meta"], raw["trees"], peers, raw["results"], raw.get("restart"), raw.get("serve")
-    )
+        raw["meta"], raw["trees"], peers, raw["results"], raw.get("restart"), raw.get("serve"),
+        raw.get("live"),
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._live import render_live
 from ._peers import Peer
 from ._reload_report import ReloadRow, render_restart, render_serve, summarize_reload
 from ._reload_report import targets as reload_targets
@@ -395,9 +396,10 @@ def render(
     results: list[Any],
     restart: dict[str, Any] | None = None,
     serve: dict[str, Any] | None = None,
+    live: dict[str, Any] | None = None,
 ) -> str:
-    """The markdown report for one run; ``restart`` and ``serve`` are those measurements'
-    sections of the raw results, if they ran."""
+    """The markdown report for one run; ``restart``, ``serve`` and ``live`` are those
+    measurements' sections of the raw results, if they ran."""
     by_key = {(r["tree"], r["peer"]): r for r in results}
     out = [
         "# asyncreload benchmark",
@@ -439,6 +441,8 @@ def render(
         restart_rows, (restart or {}).get("floor", []), (restart or {}).get("watchdog")
     )
     out += render_serve(serve_rows)
+    if live is not None:
+        out += render_live(live)
     targets += [_Target(*t) for t in reload_targets(restart_rows, serve_rows)]
     if targets:
         out += ["## Targets (issue 5)", ""]

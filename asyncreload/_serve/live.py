@@ -63,6 +63,7 @@ class LiveReload:
         """This worker's name, as pages and streams give it: new with each worker."""
         self._static_urls = tuple(u for u in static_urls if u)
         self._ending = asyncio.Event()
+        self._handed_over = False
         self._error: str | None = None
         self._streams: set[asyncio.Queue[bytes]] = set()
 
@@ -77,9 +78,13 @@ class LiveReload:
         else ``"page"`` (reload). Call it in the worker's event loop."""
         self._tell(event("css" if kind == "css" else "page", kind))
 
-    def end_streams(self) -> None:
+    def end_streams(self, *, handed_over: bool = False) -> None:
         """End every events stream now, and each one opened from now on at once (call it in the
-        worker's event loop)."""
+        worker's event loop). ``handed_over``: a new worker serves already, and this one no
+        longer accepts: the pages reload now, rather than after reconnecting."""
+        if handed_over:
+            self._handed_over = True
+            self._tell(event("page", "handed over"))
         self._ending.set()
 
     def _tell(self, event: bytes) -> None:
@@ -96,6 +101,10 @@ class LiveReload:
             await self._events(receive, send)
         elif path in (SCRIPT, root + SCRIPT):
             await _respond(send, b"application/javascript", JAVASCRIPT.encode())
+        elif self._handed_over and _navigates(scope):
+            # A page asked for on a connection the browser kept open to this worker, which
+            # has handed over: to the same URL again, on a new connection, so the new worker.
+            await _redirect_to_itself(scope, send)
         else:
             # A static file is asked for again after each change: without a Cache-Control of
             # its own, the browser may take it as fresh from its cache for a while (it guesses
@@ -141,14 +150,17 @@ class LiveReload:
                 )
                 if client in done:
                     return  # nobody to tell
+                told = [coming.result()] if coming in done else []
+                if ending in done:
+                    # What was told before the end goes first (a hand-over's "page").
+                    while not events.empty():
+                        told.append(events.get_nowait())
+                elif coming in done:
+                    coming = asyncio.ensure_future(events.get())
+                for data in told or [b": \n\n"]:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
                 if ending in done:
                     break
-                if coming in done:
-                    data = coming.result()
-                    coming = asyncio.ensure_future(events.get())
-                else:
-                    data = b": \n\n"
-                await send({"type": "http.response.body", "body": data, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # uvicorn's ClientDisconnected: the browser went as we wrote
@@ -209,6 +221,25 @@ def _is_page(headers: Any) -> bool:
         elif name.lower() == b"content-encoding":
             encoding = value.lower()
     return kind.startswith(b"text/html") and encoding in (b"", b"identity")
+
+
+def _navigates(scope: Scope) -> bool:
+    """True for a browser's GET of a page to show (not a fetch, an image, a form's POST)."""
+    if scope.get("method") != "GET":
+        return False
+    return (b"sec-fetch-mode", b"navigate") in [
+        (name.lower(), value.lower()) for name, value in scope.get("headers", ())
+    ]
+
+
+async def _redirect_to_itself(scope: Scope, send: Send) -> None:
+    path = scope.get("root_path", "") + scope.get("path", "/")
+    query = scope.get("query_string", b"")
+    location = path.encode() + (b"?" + query if query else b"")
+    headers = [(b"location", location), (b"content-length", b"0"), (b"connection", b"close"),
+               (b"cache-control", b"no-store")]  # fmt: skip
+    await send({"type": "http.response.start", "status": 307, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _revalidated(start: Message) -> Message:

@@ -404,7 +404,10 @@ class _Drain:
         if self._tasks:
             return  # already on its way out
         if self.live is not None:
-            self.live.end_streams()
+            if handover:
+                # Before the pages are told to reload: their requests must reach the new worker.
+                self._stop_accepting(asyncio.get_running_loop())
+            self.live.end_streams(handed_over=handover)
         task = asyncio.get_running_loop().create_task(
             self._hand_over() if handover else self._stop()
         )
