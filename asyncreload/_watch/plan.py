@@ -8,17 +8,16 @@ specific one (the deepest path) wins over the others.
 
 from __future__ import annotations
 
-import os
-import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .._exceptions import PathNotFoundError, WatchPathError
+from .._exceptions import WatchPathError
 from .._types import Backend
 from .mounts import Mount, mount_poll_reason
+from .paths import is_within
 from .walk import is_pseudo
 
-__all__ = ["CWD_GONE", "Target", "absolute", "current_directory", "is_within", "normalise", "plan"]
+__all__ = ["Target", "plan"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,6 @@ class Target:
     """The watched root this target came from (filters match relative to it)."""
     mount: Mount | None = None
     """The mount the target's path lies on (None off Linux)."""
-
-
-def is_within(path: str, parent: str) -> bool:
-    """True if ``path`` is ``parent`` or lies below it (both absolute and normalised)."""
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
 def _strictly_within(path: str, parent: str) -> bool:
@@ -144,33 +138,6 @@ def plan(
     return targets
 
 
-def normalise(path: str) -> str:
-    """Absolute, symlink-free, normalised: what :func:`plan` expects."""
-    return posixpath.realpath(absolute(path))
-
-
-def absolute(path: str) -> str:
-    """``path`` made absolute (as :func:`os.path.abspath`), with :func:`current_directory`'s error
-    for a relative one when the current directory is gone."""
-    if posixpath.isabs(path):
-        return posixpath.normpath(path)
-    return posixpath.normpath(posixpath.join(current_directory(), path))
-
-
-def current_directory() -> str:
-    """:func:`os.getcwd`; :class:`PathNotFoundError`, in words a user can act on, when the
-    directory was deleted (the process's cwd is then a removed inode, and has no path)."""
-    try:
-        return os.getcwd()
-    except FileNotFoundError:
-        raise PathNotFoundError(CWD_GONE) from None
-
-
 GONE = "moved or deleted"
 """Why an event source hands its target to the poller when the target itself went away. The
 poller then starts from nothing: what is there at its first sweep was made after the deletion."""
-
-CWD_GONE = (
-    "the current directory no longer exists (it was deleted, or its file system unmounted): "
-    "cd somewhere that exists"
-)

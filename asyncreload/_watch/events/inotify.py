@@ -44,7 +44,8 @@ from ..._threads import run_sync
 from ..._types import Backend, Change, ChangeKind, Source
 from ...filters import PathFilter
 from ..names import KnownNames
-from ..plan import GONE, Target, is_within
+from ..paths import is_within
+from ..plan import GONE, Target
 from ..walk import Walked, pseudo_devices
 from .inotify_bindings import (
     IN_ATTRIB,

@@ -40,7 +40,8 @@ from watchfiles._rust_notify import RustNotify, WatchfilesRustInternalError
 from ..._types import Backend, Change, ChangeKind, Source
 from ...filters import PathFilter
 from ..names import KnownNames
-from ..plan import GONE, Target, is_within
+from ..paths import is_within
+from ..plan import GONE, Target
 from ..poll import Sweeper
 from .inotify_bindings import WatchLimitError, limit_message
 
