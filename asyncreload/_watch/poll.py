@@ -41,6 +41,7 @@ from .._platform import DIR_FLAGS
 from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
+from .paths import below, filter_relpath
 from .walk import Walked, pseudo_devices
 
 __all__ = [
@@ -157,7 +158,7 @@ class Snapshot:
         """Every file's key by full path (built on demand; for tests and messages)."""
         files = dict(self.loose)
         for path, d in self.dirs.items():
-            base = _base(path)
+            base = below(path)
             for name, key in d.files.items():
                 files[base + name] = key
         return files
@@ -178,10 +179,6 @@ class Problem:
     def dead_mount(self) -> bool:
         """True if the file system stopped answering (a killed FUSE daemon, a lost server)."""
         return self.error.errno in DEAD_MOUNT_ERRNOS
-
-
-def _base(path: str) -> str:
-    return path.rstrip("/") + "/"
 
 
 def diff_files(
@@ -245,7 +242,8 @@ class Sweeper:
         self.excludes = frozenset(excludes)
         # Filters match relative to the watched root, which may lie above this target.
         self.filter_root = filter_root or root
-        self._prefix_len = len(self.filter_root.rstrip("/")) + 1
+        self.relative = filter_relpath(self.filter_root)
+        """``path`` relative to the watched root, as the filter sees it."""
         self._pseudo: frozenset[int] | None = None
         self.last: Snapshot | None = None
         """The last snapshot whose changes were all sent: :func:`poll` starts from it (a
@@ -274,10 +272,6 @@ class Sweeper:
         if self._pseudo is None:
             self._pseudo = pseudo_devices()
         return self._pseudo
-
-    def relative(self, path: str) -> str:
-        """``path`` relative to the watched root, as the filter sees it."""
-        return path[self._prefix_len :]
 
     def report_dir(self, path: str) -> bool:
         """True if a directory appearing or disappearing at ``path`` is worth reporting."""
@@ -480,7 +474,7 @@ class _Walk:
             d = old.get(p)
             if d is not None:
                 found.append((p, d))
-                base = _base(p)
+                base = below(p)
                 stack.extend(base + name for name in d.subdirs)
         return found
 
@@ -495,7 +489,7 @@ class _Walk:
         """``path`` is no longer there: everything the last sweep saw under it is deleted."""
         changes: list[Change] = []
         for p, d in self._subtree(path):
-            base = _base(p)
+            base = below(p)
             changes.extend(Change(ChangeKind.DELETED, base + name, Source.STAT) for name in d.files)
             if self.sweeper.report_dir(p):
                 changes.append(Change(ChangeKind.DELETED, p, Source.STAT))
@@ -556,7 +550,7 @@ class _Walk:
             assert self.walked is not None
             if not self.walked.enter(path, st.st_dev, st.st_ino, link):
                 return [], []  # a pseudo file system, or a directory walked by another path
-        base = _base(path)
+        base = below(path)
         if path == self.sweeper.root:
             if self.sweeper.holds(st.st_dev):
                 self.held = True
@@ -623,7 +617,7 @@ class _Walk:
         walks = sweeper.filter.walks
         accepts = sweeper.filter
         relative = sweeper.relative
-        base = _base(path)
+        base = below(path)
         entries = []
         # scandir(fd) consumes the descriptor's position, not the descriptor: ours stays open.
         with os.scandir(fd) as it:
@@ -862,8 +856,7 @@ class _HotSet:
         number alone is left for the next sweep to take in."""
         changes = []
         for path in list(self.paths):
-            parent, _, name = path.rpartition("/")
-            parent = parent or "/"
+            parent, name = os.path.split(path)
             record = snapshot.dirs.get(parent)
             key = None if record is None else record.files.get(name)
             if record is None or key is None:
@@ -899,10 +892,13 @@ def _same_device(path: str, dev: int) -> bool:
         try:
             return os.stat(path).st_dev == dev
         except OSError as e:
-            if e.errno not in _GONE_ERRNOS or path == "/":
+            if e.errno not in _GONE_ERRNOS:
                 return True  # not answering: not an unmount
         # Gone: with its directory (on dev still), or unmounted (the mount point, on another).
-        path = os.path.dirname(path)
+        parent = os.path.dirname(path)
+        if parent == path:  # the root itself (/, C:\) is gone: not an unmount either
+            return True
+        path = parent
 
 
 def pause_after(
