@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["DIR_FLAGS", "LINUX", "MACOS", "WINDOWS", "process_trees_missing"]
+__all__ = ["DIR_FD", "DIR_FLAGS", "LINUX", "MACOS", "WINDOWS", "process_trees_missing"]
 
 LINUX = sys.platform.startswith("linux")
 MACOS = sys.platform == "darwin"
@@ -18,6 +18,12 @@ WINDOWS = sys.platform == "win32"
 
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 """How to open a directory for reading its entries and stat'ing them through it (``dir_fd``)."""
+
+DIR_FD = os.scandir in os.supports_fd and os.stat in os.supports_dir_fd
+"""Can a directory be read through a descriptor (``scandir(fd)``, ``stat(name, dir_fd=fd)``)?
+Linux and macOS: yes. Windows: no (``os.open`` can't open a directory there), so the stat poller
+reads directories by their paths. It reads this at each directory it opens, so a test can set
+it False and sweep the portable way on Linux."""
 
 
 def process_trees_missing(what: str) -> str | None:

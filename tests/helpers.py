@@ -82,6 +82,18 @@ def without_dac_override() -> list[str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
+CLI_MAIN = "from asyncreload.cli import main\nmain()\n"
+"""The CLI, as a ``CLI(script=...)``."""
+
+
+def reading_by_path(program: str | None = None) -> str:
+    """A ``CLI(script=...)`` running ``program`` (None: the CLI) with the stat poller reading
+    directories by path, as it must on Windows, rather than through descriptors."""
+    return "import asyncreload._platform\nasyncreload._platform.DIR_FD = False\n" + (
+        program or CLI_MAIN
+    )
+
+
 _leftovers: list[CLI] = []
 """CLIs that :meth:`CLI.stop` could not reap yet."""
 

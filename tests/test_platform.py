@@ -1,14 +1,16 @@
 """The platform seam: what runs where Linux's parts are missing, forced here on Linux, and the
-mount tables of macOS and Windows, parsed from their own words."""
+mount tables of macOS and Windows, parsed from their own words and planned."""
 
 from __future__ import annotations
 
+import ntpath
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from asyncreload._types import Backend
 from asyncreload._watch.mounts import Mount, parse_macos_mount, windows_mounts
 from asyncreload._watch.plan import plan
 
@@ -133,3 +135,37 @@ def test_windows_network_drives() -> None:
         ("Z:\\", "network drive", True),
     ]
     assert all(isinstance(m, Mount) for m in mounts)
+
+
+def test_windows_roots_on_local_drives_network_drives_and_shares() -> None:
+    # Windows paths planned on any system: case doesn't count, "\" separates, and a share
+    # (\\server\share, what realpath makes of a mapped drive) is remote by its very form.
+    mounts = windows_mounts({"C:\\": 3, "Z:\\": 4})
+    roots = ["C:\\proj\\app", "C:\\proj\\app2", "c:\\PROJ\\app\\src", "z:\\code\\app",
+             "\\\\nas\\code\\lib"]  # fmt: skip
+    targets = {t.path: t for t in plan(roots, mounts, paths=ntpath)}
+    assert {path: t.backend for path, t in targets.items()} == {
+        "C:\\proj\\app": Backend.EVENTS,  # and c:\PROJ\app\src, inside it
+        "C:\\proj\\app2": Backend.EVENTS,  # not inside C:\proj\app
+        "z:\\code\\app": Backend.STAT,
+        "\\\\nas\\code\\lib": Backend.STAT,
+    }
+    assert targets["z:\\code\\app"].reason == (
+        "network volume (network drive) mount at Z:\\: changes made on its far side raise no events"
+    )
+    share = targets["\\\\nas\\code\\lib"]
+    assert share.mount is not None and share.mount.mount_point == "\\\\nas\\code"
+    assert share.reason.startswith("network volume (network share) mount at \\\\nas\\code:")
+
+
+def test_windows_overrides_nest_by_their_depth() -> None:
+    targets = plan(
+        ["C:\\proj"], [], poll=["c:\\Proj\\vendor", "C:\\proj\\vendor\\a\\b"],
+        events=["C:\\proj\\vendor\\a"], paths=ntpath,
+    )  # fmt: skip
+    assert [(t.path, t.backend, t.excludes) for t in targets] == [
+        ("C:\\proj", Backend.EVENTS, ("c:\\Proj\\vendor",)),
+        ("c:\\Proj\\vendor", Backend.STAT, ("C:\\proj\\vendor\\a",)),
+        ("C:\\proj\\vendor\\a", Backend.EVENTS, ("C:\\proj\\vendor\\a\\b",)),
+        ("C:\\proj\\vendor\\a\\b", Backend.STAT, ()),
+    ]

@@ -14,11 +14,21 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncreload import Change, ChangeKind, PathFilter, open_watcher
+from asyncreload import Change, ChangeKind, PathFilter, _platform, open_watcher
 from asyncreload._watch.poll import HOT_FOR, Snapshot, Sweep, Sweeper, _HotSet, poll
 
 from .conftest import FuseMount
-from .helpers import CLI, all_of, collect_until, has, without_dac_override
+from .helpers import CLI, all_of, collect_until, has, reading_by_path, without_dac_override
+
+
+@pytest.fixture(params=["fd", "path"])
+def dir_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Each way the poller reads a directory: through a descriptor (Linux, macOS), and by path
+    (Windows's way, forced here). The ``script`` of a CLI that reads the same way."""
+    if request.param == "fd":
+        return None
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    return reading_by_path()
 
 
 def sweep(root: Path, old: Snapshot | None = None) -> Sweep:
@@ -48,6 +58,7 @@ def _age(root: Path) -> None:
             os.utime(d, ns=(old_ns, old_ns))
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_added_modified_deleted_files_and_dirs(tmp_path: Path) -> None:
     make_tree(tmp_path)
     first = sweep(tmp_path)
@@ -69,6 +80,7 @@ def test_added_modified_deleted_files_and_dirs(tmp_path: Path) -> None:
     assert set(changed.values()) == {ChangeKind.DELETED}
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_same_size_same_second_rewrite_is_seen(tmp_path: Path) -> None:
     f = tmp_path / "a.py"
     f.write_text("one")
@@ -82,6 +94,7 @@ def test_same_size_same_second_rewrite_is_seen(tmp_path: Path) -> None:
     assert kinds(sweep(tmp_path, first.snapshot), tmp_path) == {"a.py": ChangeKind.MODIFIED}
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_unchanged_directories_are_not_listed_again_but_new_files_are_seen(tmp_path: Path) -> None:
     make_tree(tmp_path, dirs=2, files=3)
     _age(tmp_path)
@@ -92,6 +105,7 @@ def test_unchanged_directories_are_not_listed_again_but_new_files_are_seen(tmp_p
     assert kinds(sweep(tmp_path, first.snapshot), tmp_path) == {"d1/sub/new.py": ChangeKind.ADDED}
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_an_idle_sweep_carries_every_directory_record_over_unchanged(tmp_path: Path) -> None:
     make_tree(tmp_path, dirs=3, files=5)
     _age(tmp_path)
@@ -109,6 +123,7 @@ def test_an_idle_sweep_carries_every_directory_record_over_unchanged(tmp_path: P
     assert kinds(sweep(tmp_path, third.snapshot), tmp_path) == {}
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_a_linked_file_that_becomes_a_directory_is_walked(tmp_path: Path) -> None:
     watched, elsewhere = tmp_path / "w", tmp_path / "elsewhere"
     watched.mkdir()
@@ -128,6 +143,7 @@ def test_a_linked_file_that_becomes_a_directory_is_walked(tmp_path: Path) -> Non
     }
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_a_fresh_directory_listing_is_not_trusted(tmp_path: Path) -> None:
     # Timestamps are coarse: a file created in the same tick as the listing we read leaves the
     # directory's mtime as it was. A listing read while its mtime is recent is read again.
@@ -139,6 +155,7 @@ def test_a_fresh_directory_listing_is_not_trusted(tmp_path: Path) -> None:
     assert kinds(sweep(tmp_path, first.snapshot), tmp_path) == {"b.py": ChangeKind.ADDED}
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_files_vanishing_mid_sweep(tmp_path: Path) -> None:
     make_tree(tmp_path, dirs=3, files=20)
     first = sweep(tmp_path)
@@ -162,6 +179,7 @@ def test_files_vanishing_mid_sweep(tmp_path: Path) -> None:
     assert kinds(sweep(tmp_path, second.snapshot), tmp_path) == {}
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_symlink_loops_end_and_each_directory_is_walked_once(tmp_path: Path) -> None:
     tree, outside = tmp_path / "tree", tmp_path / "outside"
     (tree / "pkg").mkdir(parents=True)
@@ -185,6 +203,7 @@ def test_symlink_loops_end_and_each_directory_is_walked_once(tmp_path: Path) -> 
     assert kinds(sweep(tree, first.snapshot), tree) == {"pkg/m.py": ChangeKind.MODIFIED}
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_ignored_and_excluded_directories_are_pruned(tmp_path: Path) -> None:
     for d in ("node_modules/x", ".git/objects", "build", "mnt/share"):
         (tmp_path / d).mkdir(parents=True)
@@ -201,6 +220,7 @@ def test_ignored_and_excluded_directories_are_pruned(tmp_path: Path) -> None:
     assert str(tmp_path / "node_modules") not in snap.dirs  # never even listed
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_a_single_file_as_root(tmp_path: Path) -> None:
     f = tmp_path / "settings.toml"
     f.write_text("a")
@@ -212,7 +232,9 @@ def test_a_single_file_as_root(tmp_path: Path) -> None:
     assert [c.kind for c in sweep(f, second.snapshot).changes] == [ChangeKind.DELETED]
 
 
-def test_permission_denied_warns_once_and_the_rest_is_still_watched(tmp_path: Path) -> None:
+def test_permission_denied_warns_once_and_the_rest_is_still_watched(
+    tmp_path: Path, dir_reader: str | None
+) -> None:
     tree = tmp_path / "tree"
     locked = tree / "locked"
     locked.mkdir(parents=True)
@@ -221,7 +243,7 @@ def test_permission_denied_warns_once_and_the_rest_is_still_watched(tmp_path: Pa
     try:
         with CLI(
             "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
-            prefix=without_dac_override(),
+            prefix=without_dac_override(), script=dir_reader,
         ) as cli:  # fmt: skip
             cli.wait_line(lambda line: "permission denied" in line, stream="stderr")
             cli.wait_ready()
@@ -245,7 +267,9 @@ def _no_deletion(cli: CLI, path: Path) -> None:
     assert deleted == [], cli.stdout
 
 
-def test_a_file_that_cant_be_stated_is_kept_and_checked_again(tmp_path: Path) -> None:
+def test_a_file_that_cant_be_stated_is_kept_and_checked_again(
+    tmp_path: Path, dir_reader: str | None
+) -> None:
     # chmod 644 on its directory: the listing still reads, but a stat of sub/a.py is EACCES.
     tree = tmp_path / "tree"
     sub = tree / "sub"
@@ -255,7 +279,7 @@ def test_a_file_that_cant_be_stated_is_kept_and_checked_again(tmp_path: Path) ->
     try:
         with CLI(
             "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
-            prefix=without_dac_override(),
+            prefix=without_dac_override(), script=dir_reader,
         ) as cli:  # fmt: skip
             cli.wait_ready()
             sub.chmod(0o644)
@@ -271,6 +295,40 @@ def test_a_file_that_cant_be_stated_is_kept_and_checked_again(tmp_path: Path) ->
         sub.chmod(0o755)
     assert [c["change"] for c in cli.json_changes()] == ["modified"]
     assert "Traceback" not in "\n".join(cli.stderr)
+
+
+def test_a_directory_made_unreadable_is_one_problem_and_keeps_its_last_state(
+    tmp_path: Path, dir_reader: str | None
+) -> None:
+    # chmod 0 on a directory already read and trusted: it can't be listed, nor its files
+    # stat'ed, nor its subdirectories reached. One warning, for it alone, by path too (where the
+    # directory's own stat still works): not one more for each directory below it.
+    tree = tmp_path / "tree"
+    locked = tree / "locked"
+    (locked / "sub").mkdir(parents=True)
+    (locked / "a.py").write_text("x")
+    (locked / "sub" / "b.py").write_text("x")
+    _age(tree)
+    try:
+        with CLI(
+            "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
+            prefix=without_dac_override(), script=dir_reader,
+        ) as cli:  # fmt: skip
+            cli.wait_ready()
+            locked.chmod(0)
+            cli.wait_line(lambda line: "permission denied" in line, stream="stderr")
+            (tree / "ok.py").write_text("x")
+            cli.wait_change(tree / "ok.py", source="stat")  # swept again since the warning
+            locked.chmod(0o755)
+            cli.wait_line(lambda line: f"{locked}: readable again" in line, stream="stderr")
+            (locked / "sub" / "b.py").write_text("changed")
+            cli.wait_change(locked / "sub" / "b.py", source="stat")
+    finally:
+        locked.chmod(0o755)
+    warnings = [line for line in cli.stderr if "permission denied" in line]
+    assert warnings == [f"asyncreload: warning: {locked}: permission denied; "
+                        "not watched until it can be read"]  # fmt: skip
+    assert [c["change"] for c in cli.json_changes()] == ["added", "modified"]
 
 
 def test_a_hot_file_that_cant_be_stated_is_kept_and_checked_again(tmp_path: Path) -> None:
@@ -301,6 +359,7 @@ def test_a_hot_file_that_cant_be_stated_is_kept_and_checked_again(tmp_path: Path
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("dir_reader")
 async def test_a_directory_replaced_by_a_file_of_its_name_is_reported(tmp_path: Path) -> None:
     empty, full = tmp_path / "empty", tmp_path / "full"
     empty.mkdir()
@@ -331,6 +390,7 @@ def _after_a_clock_tick(path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["touch -r", "cp -p"])
+@pytest.mark.usefixtures("dir_reader")
 def test_a_same_size_edit_whose_mtime_is_put_back_is_seen(tmp_path: Path, how: str) -> None:
     watched = tmp_path / "w"
     watched.mkdir()
@@ -423,6 +483,7 @@ async def test_a_slow_sweep_sends_what_it_found_before_it_ends(tmp_path: Path) -
     assert second.changes == []  # nothing held back for the end
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_what_the_hot_set_finds_is_not_reported_again_by_the_next_sweep(tmp_path: Path) -> None:
     make_tree(tmp_path, dirs=1, files=2)
     _age(tmp_path)
@@ -445,6 +506,7 @@ def test_what_the_hot_set_finds_is_not_reported_again_by_the_next_sweep(tmp_path
     assert sweeper.sweep(snapshot).changes == []
 
 
+@pytest.mark.usefixtures("dir_reader")
 def test_after_a_remount_new_inode_numbers_alone_are_no_change(sshfs_mount: FuseMount) -> None:
     backing, mount = sshfs_mount.backing, sshfs_mount.mount
     names = [f"m{i}.py" for i in range(20)]

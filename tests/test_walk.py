@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from .helpers import CLI, DEADLINE
+from .helpers import CLI, DEADLINE, reading_by_path
 from .processes import proc_stat
 
 EXIT_SOON = 5.0
@@ -21,11 +22,25 @@ EXIT_SOON = 5.0
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/sys is Linux's")
 
 
-@pytest.fixture(params=["inotify", "stat"])
-def walker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each walker in turn: the inotify event source's, and the stat poller's; the CLI options."""
+class Walker(NamedTuple):
+    """One walker, as the CLI is told to use it."""
+
+    options: list[str]
+    by_path: bool = False
+    """The stat poller reads directories by path (Windows's way), not through descriptors."""
+
+    def script(self, program: str | None = None) -> str | None:
+        """The ``CLI(script=...)`` that runs ``program`` (None: the CLI) with this walker."""
+        return reading_by_path(program) if self.by_path else program
+
+
+@pytest.fixture(params=["inotify", "stat", "stat by path"])
+def walker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Walker:
+    """Each walker in turn: the inotify event source's, and the stat poller's, both ways."""
     monkeypatch.setenv("ASYNCRELOAD_EVENTS_BACKEND", "inotify")
-    return ["--force-polling"] if request.param == "stat" else []
+    if request.param == "inotify":
+        return Walker([])
+    return Walker(["--force-polling"], by_path=request.param == "stat by path")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -54,13 +69,15 @@ def test_watching_a_pseudo_file_system_is_one_line_and_exit_2(path: str, tmp_pat
     assert result.stderr.startswith("asyncreload: error: ")
 
 
-def test_a_link_to_sys_class_costs_nothing(walker: list[str], tmp_path: Path) -> None:
+def test_a_link_to_sys_class_costs_nothing(walker: Walker, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "class").symlink_to("/sys/class")  # every device by several paths, and loops
     (tree / "proc").symlink_to("/proc")  # /proc/<pid>/root: the whole file system
     began = time.monotonic()
-    with CLI("watch", "--json", *walker, str(tree), cwd=tmp_path) as cli:
+    with CLI(
+        "watch", "--json", *walker.options, str(tree), cwd=tmp_path, script=walker.script()
+    ) as cli:
         cli.wait_ready()
         ready = time.monotonic() - began
         (tree / "app.py").write_text("x")
@@ -76,11 +93,12 @@ def test_a_link_to_sys_class_costs_nothing(walker: list[str], tmp_path: Path) ->
     print(f"ready after {ready:.2f} s, peak RSS {rss:.0f} MB, SIGINT to exit {stopped:.2f} s")
 
 
-def test_sigint_ends_a_walk_of_the_whole_file_system(walker: list[str], tmp_path: Path) -> None:
+def test_sigint_ends_a_walk_of_the_whole_file_system(walker: Walker, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "root").symlink_to("/")  # big, and allowed: every directory once, up to the bound
-    with CLI("watch", "--no-default-ignores", *walker, str(tree), cwd=tmp_path) as cli:
+    args = ["watch", "--no-default-ignores", *walker.options, str(tree)]
+    with CLI(*args, cwd=tmp_path, script=walker.script()) as cli:
         deadline = time.monotonic() + DEADLINE
         while cpu_seconds(cli.process.pid) < 1.0:  # imports take ~0.3 s: then it walks
             assert time.monotonic() < deadline, "it never got to walking"
@@ -106,14 +124,16 @@ main(sys.argv[1:])
 
 
 def test_a_walk_past_the_bound_names_the_link_and_the_exclude(
-    walker: list[str], tmp_path: Path
+    walker: Walker, tmp_path: Path
 ) -> None:
     tree, outside = tmp_path / "tree", tmp_path / "outside"
     (tree / "src").mkdir(parents=True)
     for i in range(40):
         (outside / f"d{i}").mkdir(parents=True)
     (tree / "src" / "vendored").symlink_to(outside)
-    with CLI("watch", *walker, str(tree), cwd=tmp_path, script=BOUNDED) as cli:
+    with CLI(
+        "watch", *walker.options, str(tree), cwd=tmp_path, script=walker.script(BOUNDED)
+    ) as cli:
         assert cli.process.wait(timeout=DEADLINE) == 2
     cli.stop()
     assert cli.stderr == [

@@ -21,7 +21,8 @@ from .merge import (
 )
 from .mounts import cache_delay
 from .options import OPTIONS, Option, StrPath, WatcherOptions, keywords_from, take_watcher_options
-from .plan import Target, absolute, current_directory, is_within
+from .paths import absolute, current_directory, is_within
+from .plan import Target
 from .watcher import awatch, explain, open_watcher
 
 # What the other rooms (run, serve, the CLI) may use: nothing else of the watcher's.

@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from .._types import Change, ChangeKind, Source
+from .paths import below, is_below
 
 __all__ = [
     "ChangeBatch",
@@ -239,5 +240,9 @@ def summarize(batch: Sequence[Change], cwd: str, shown: int = _SHOWN) -> str:
 
 
 def relative_to(path: str, cwd: str) -> str:
-    """``path`` relative to ``cwd`` when it lies below it, else as it is (for log lines)."""
-    return path[len(cwd) + 1 :] if path.startswith(cwd.rstrip("/") + "/") else path
+    """``path`` relative to ``cwd`` when it lies below it, else as it is (for log lines).
+
+    >>> relative_to("/p/a.py", "/p"), relative_to("/a.py", "/"), relative_to("/p2/a.py", "/p")
+    ('a.py', 'a.py', '/p2/a.py')
+    """
+    return path[len(below(cwd)) :] if is_below(path, cwd) else path

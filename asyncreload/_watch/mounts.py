@@ -32,6 +32,7 @@ __all__ = [
     "parse_mountinfo",
     "poll_reason",
     "read_mounts",
+    "share_mount",
     "unescape",
     "windows_mounts",
 ]
@@ -202,7 +203,7 @@ DRIVE_REMOTE = 4
 def windows_mounts(drive_types: Mapping[str, int]) -> list[Mount]:
     r"""The mount table of Windows as asyncreload needs it: one entry per network drive, from
     the type ``GetDriveTypeW`` gives each drive's root. A UNC path (``\\server\share``) is
-    remote by its very form, and is in no table.
+    remote by its very form, and is in no table (see :func:`share_mount`).
 
     >>> [(m.mount_point, m.remote) for m in windows_mounts({"C:\\": 3, "Z:\\": 4})]
     [('Z:\\', True)]
@@ -212,6 +213,16 @@ def windows_mounts(drive_types: Mapping[str, int]) -> list[Mount]:
         for i, (root, kind) in enumerate(sorted(drive_types.items()), 1)
         if kind == DRIVE_REMOTE
     ]
+
+
+def share_mount(share: str) -> Mount:
+    r"""The mount a path on a Windows network share (``\\server\share\...``) lies on: the share.
+
+    >>> m = share_mount("\\\\nas\\code")
+    >>> m.mount_point, m.remote, mount_poll_reason(m)
+    ('\\\\nas\\code', True, 'network volume (network share)')
+    """
+    return Mount(0, 0, share, "network share", share, remote=True)
 
 
 def _seconds(options: str) -> dict[str, int]:

@@ -8,7 +8,7 @@ poller's snapshot does.
 
 from __future__ import annotations
 
-import posixpath
+import os
 from collections.abc import Iterable
 
 from .._types import ChangeKind
@@ -36,7 +36,7 @@ class KnownNames:
 
     def arrived(self, path: str) -> ChangeKind:
         """A name arrived at ``path`` (created, or renamed there): modified if it was there."""
-        directory, name = posixpath.split(path)
+        directory, name = os.path.split(path)
         names = self._dirs.setdefault(directory, set())
         if name in names:
             return ChangeKind.MODIFIED
@@ -45,7 +45,7 @@ class KnownNames:
 
     def left(self, path: str) -> None:
         """The name at ``path`` went (deleted, or renamed away)."""
-        directory, name = posixpath.split(path)
+        directory, name = os.path.split(path)
         names = self._dirs.get(directory)
         if names is not None:
             names.discard(name)

@@ -1,24 +1,25 @@
 """Who watches what: the watched roots cut into targets, each with one backend and a reason.
 
-Pure: given roots, the mount table and the user's overrides, :func:`plan` returns the targets.
-A local tree with a FUSE mount three levels down becomes two targets: the tree, watched by events
-with the mount excluded, and the mount, polled. Overrides win over the mount table, and the most
-specific one (the deepest path) wins over the others.
+Pure: given roots, the mount table and the user's overrides, :func:`plan` returns the targets
+(paths spelled by the rules of :mod:`.paths`; ``paths=ntpath`` gives Windows's). A local tree
+with a FUSE mount three levels down becomes two targets: the tree, watched by events with the
+mount excluded, and the mount, polled. Overrides win over the mount table, and the most specific
+one (the deepest path) wins over the others.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .._exceptions import PathNotFoundError, WatchPathError
+from .._exceptions import WatchPathError
 from .._types import Backend
-from .mounts import Mount, mount_poll_reason
+from .mounts import Mount, mount_poll_reason, share_mount
+from .paths import PathModule, is_below, is_within, network_share
 from .walk import is_pseudo
 
-__all__ = ["CWD_GONE", "Target", "absolute", "current_directory", "is_within", "normalise", "plan"]
+__all__ = ["Target", "plan"]
 
 
 @dataclass(frozen=True)
@@ -35,27 +36,20 @@ class Target:
     root: str = ""
     """The watched root this target came from (filters match relative to it)."""
     mount: Mount | None = None
-    """The mount the target's path lies on (None off Linux)."""
+    """The mount the target's path lies on (None: not in the mount table, or no table here)."""
 
 
-def is_within(path: str, parent: str) -> bool:
-    """True if ``path`` is ``parent`` or lies below it (both absolute and normalised)."""
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
-def _strictly_within(path: str, parent: str) -> bool:
-    return path != parent and is_within(path, parent)
-
-
-def _mount_at(path: str, mounts: Sequence[Mount]) -> Mount | None:
+def _mount_at(path: str, mounts: Sequence[Mount], paths: PathModule) -> Mount | None:
     # The deepest mount point containing path; for mounts stacked on one point the last wins,
     # as in the kernel's table.
     best: Mount | None = None
     for m in mounts:
-        if is_within(path, m.mount_point) and (
+        if is_within(path, m.mount_point, paths) and (
             best is None or len(m.mount_point) >= len(best.mount_point)
         ):
             best = m
+    if best is None and (share := network_share(path, paths)) is not None:
+        best = share_mount(share)  # Windows lists drive letters only: Z:\ is, \\nas\code isn't
     return best
 
 
@@ -64,9 +58,10 @@ def _decide(
     mounts: Sequence[Mount],
     overrides: dict[str, Backend],
     force_polling: bool,
+    paths: PathModule,
 ) -> tuple[Backend, str, Mount | None]:
-    mount = _mount_at(path, mounts)
-    owner = max((p for p in overrides if is_within(path, p)), key=len, default=None)
+    mount = _mount_at(path, mounts, paths)
+    owner = max((p for p in overrides if is_within(path, p, paths)), key=len, default=None)
     if owner is not None:
         backend = overrides[owner]
         flag = "--poll" if backend is Backend.STAT else "--events"
@@ -85,10 +80,10 @@ def _decide(
     return Backend.EVENTS, f"local file system ({mount.fstype}): kernel events", mount
 
 
-def _dedupe_roots(roots: Iterable[str]) -> list[str]:
+def _dedupe_roots(roots: Iterable[str], paths: PathModule) -> list[str]:
     kept: list[str] = []
     for root in sorted(set(roots), key=len):
-        if not any(is_within(root, k) for k in kept):
+        if not any(is_within(root, k, paths) for k in kept):
             kept.append(root)
     return sorted(kept)
 
@@ -100,6 +95,7 @@ def plan(
     poll: Iterable[str] = (),
     events: Iterable[str] = (),
     force_polling: bool = False,
+    paths: PathModule = os.path,
 ) -> list[Target]:
     """Cut ``roots`` into targets. All paths must be absolute and normalised (``realpath``).
 
@@ -111,14 +107,14 @@ def plan(
     # the CLI can't be known here, so the explicit "events" wins (it's the rarer, deliberate one).
     overrides.update(dict.fromkeys(events, Backend.EVENTS))
     targets: list[Target] = []
-    for root in _dedupe_roots(roots):
+    for root in _dedupe_roots(roots, paths):
         # Every place inside the root where the answer may change: nested mounts and overrides.
         boundaries = sorted(
-            {m.mount_point for m in mounts if _strictly_within(m.mount_point, root)}
-            | {p for p in overrides if _strictly_within(p, root)},
-            key=lambda p: (p.count("/"), p),
+            {m.mount_point for m in mounts if is_below(m.mount_point, root, paths)}
+            | {p for p in overrides if is_below(p, root, paths)},
+            key=lambda p: (p.count(paths.sep), p),
         )
-        decided = {root: _decide(root, mounts, overrides, force_polling)}
+        decided = {root: _decide(root, mounts, overrides, force_polling, paths)}
         root_mount = decided[root][2]
         fstype = root_mount.fstype if root_mount else None
         if fstype is not None and is_pseudo(fstype):
@@ -128,49 +124,22 @@ def plan(
             )
         starts = [root]  # paths that begin a target
         for b in boundaries:
-            decided[b] = _decide(b, mounts, overrides, force_polling)
+            decided[b] = _decide(b, mounts, overrides, force_polling, paths)
             # The region b sits in is the one of its deepest enclosing boundary (or the root).
-            enclosing = max((p for p in decided if _strictly_within(b, p)), key=len)
+            enclosing = max((p for p in decided if is_below(b, p, paths)), key=len)
             if decided[b][0] is not decided[enclosing][0]:
                 starts.append(b)
         for start in starts:
             backend, reason, mount = decided[start]
             nested = tuple(
-                s for s in starts if _strictly_within(s, start)
-                and not any(_strictly_within(s, o) and _strictly_within(o, start) for o in starts)
+                s for s in starts if is_below(s, start, paths)
+                and not any(is_below(s, o, paths) and is_below(o, start, paths) for o in starts)
             )  # fmt: skip
             fstype = mount.fstype if mount else None
             targets.append(Target(start, backend, reason, fstype, nested, root, mount))
     return targets
 
 
-def normalise(path: str) -> str:
-    """Absolute, symlink-free, normalised: what :func:`plan` expects."""
-    return posixpath.realpath(absolute(path))
-
-
-def absolute(path: str) -> str:
-    """``path`` made absolute (as :func:`os.path.abspath`), with :func:`current_directory`'s error
-    for a relative one when the current directory is gone."""
-    if posixpath.isabs(path):
-        return posixpath.normpath(path)
-    return posixpath.normpath(posixpath.join(current_directory(), path))
-
-
-def current_directory() -> str:
-    """:func:`os.getcwd`; :class:`PathNotFoundError`, in words a user can act on, when the
-    directory was deleted (the process's cwd is then a removed inode, and has no path)."""
-    try:
-        return os.getcwd()
-    except FileNotFoundError:
-        raise PathNotFoundError(CWD_GONE) from None
-
-
 GONE = "moved or deleted"
 """Why an event source hands its target to the poller when the target itself went away. The
 poller then starts from nothing: what is there at its first sweep was made after the deletion."""
-
-CWD_GONE = (
-    "the current directory no longer exists (it was deleted, or its file system unmounted): "
-    "cd somewhere that exists"
-)

@@ -26,7 +26,8 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import NamedTuple
@@ -36,11 +37,13 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream, TaskStatus
 
+from .. import _platform
 from .._exceptions import WatchPathError
 from .._platform import DIR_FLAGS
 from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
+from .paths import below, filter_relpath
 from .walk import Walked, pseudo_devices
 
 __all__ = [
@@ -157,7 +160,7 @@ class Snapshot:
         """Every file's key by full path (built on demand; for tests and messages)."""
         files = dict(self.loose)
         for path, d in self.dirs.items():
-            base = _base(path)
+            base = below(path)
             for name, key in d.files.items():
                 files[base + name] = key
         return files
@@ -178,10 +181,6 @@ class Problem:
     def dead_mount(self) -> bool:
         """True if the file system stopped answering (a killed FUSE daemon, a lost server)."""
         return self.error.errno in DEAD_MOUNT_ERRNOS
-
-
-def _base(path: str) -> str:
-    return path.rstrip("/") + "/"
 
 
 def diff_files(
@@ -245,7 +244,8 @@ class Sweeper:
         self.excludes = frozenset(excludes)
         # Filters match relative to the watched root, which may lie above this target.
         self.filter_root = filter_root or root
-        self._prefix_len = len(self.filter_root.rstrip("/")) + 1
+        self.relative = filter_relpath(self.filter_root)
+        """``path`` relative to the watched root, as the filter sees it."""
         self._pseudo: frozenset[int] | None = None
         self.last: Snapshot | None = None
         """The last snapshot whose changes were all sent: :func:`poll` starts from it (a
@@ -274,10 +274,6 @@ class Sweeper:
         if self._pseudo is None:
             self._pseudo = pseudo_devices()
         return self._pseudo
-
-    def relative(self, path: str) -> str:
-        """``path`` relative to the watched root, as the filter sees it."""
-        return path[self._prefix_len :]
 
     def report_dir(self, path: str) -> bool:
         """True if a directory appearing or disappearing at ``path`` is worth reporting."""
@@ -480,7 +476,7 @@ class _Walk:
             d = old.get(p)
             if d is not None:
                 found.append((p, d))
-                base = _base(p)
+                base = below(p)
                 stack.extend(base + name for name in d.subdirs)
         return found
 
@@ -495,7 +491,7 @@ class _Walk:
         """``path`` is no longer there: everything the last sweep saw under it is deleted."""
         changes: list[Change] = []
         for p, d in self._subtree(path):
-            base = _base(p)
+            base = below(p)
             changes.extend(Change(ChangeKind.DELETED, base + name, Source.STAT) for name in d.files)
             if self.sweeper.report_dir(p):
                 changes.append(Change(ChangeKind.DELETED, p, Source.STAT))
@@ -509,7 +505,7 @@ class _Walk:
     def _read_dir(self, path: str, link: str | None) -> tuple[list[_Queued], list[Change]]:
         """Compare ``path`` with the last sweep; return its subdirectories to walk, and changes."""
         try:
-            fd = _open_dir(path)
+            opened = _OpenDir(path)
         except OSError as e:
             if e.errno == errno.ENOTDIR and path == self.sweeper.root:
                 return [], self._read_root_file(path)
@@ -518,7 +514,7 @@ class _Walk:
             self._problem(path, e)
             return [], []
         try:
-            return self._read_open_dir(path, fd, link)
+            return self._read_open_dir(path, opened, link)
         except WatchPathError:
             raise  # the walk grew too large: not a directory's problem, the target's
         except OSError as e:
@@ -527,7 +523,7 @@ class _Walk:
             self._problem(path, e)
             return [], []
         finally:
-            os.close(fd)
+            opened.close()
 
     def _read_root_file(self, path: str) -> list[Change]:
         try:
@@ -546,17 +542,14 @@ class _Walk:
         return changes
 
     def _read_open_dir(
-        self, path: str, fd: int, link: str | None
+        self, path: str, opened: _OpenDir, link: str | None
     ) -> tuple[list[_Queued], list[Change]]:
-        # Everything below goes through the open directory (stat(name, dir_fd=fd)): the kernel
-        # then resolves one name, not the whole path again. On FUSE, where each component costs
-        # a round trip to the daemon, that makes a sweep 2-3x faster.
-        st = os.fstat(fd)
+        st = opened.st
         with self.cond:
             assert self.walked is not None
             if not self.walked.enter(path, st.st_dev, st.st_ino, link):
                 return [], []  # a pseudo file system, or a directory walked by another path
-        base = _base(path)
+        base = below(path)
         if path == self.sweeper.root:
             if self.sweeper.holds(st.st_dev):
                 self.held = True
@@ -575,7 +568,7 @@ class _Walk:
             and before.ino == st.st_ino
         ):
             # The listing is as it was: only the files it names can have changed.
-            restat = _restat(fd, base, before.files, remounted=remounted)
+            restat = _restat(opened, base, before.files, remounted=remounted)
             if restat is not None:
                 files, changes, unreadable = restat
                 if remounted:
@@ -585,7 +578,8 @@ class _Walk:
         if record is None:
             known = before.files if before is not None else {}
             links: set[str] = set()
-            subdirs, files, unreadable = _stat_all(fd, self._list(path, fd, links), known)
+            entries = self._list(path, opened, links)
+            subdirs, files, unreadable = _stat_all(opened, entries, known)
             record = _Dir(
                 st.st_mtime_ns,
                 st.st_ino,
@@ -617,16 +611,15 @@ class _Walk:
             for name in record.subdirs
         ], changes
 
-    def _list(self, path: str, fd: int, links: set[str]) -> list[tuple[str, bool]]:
+    def _list(self, path: str, opened: _OpenDir, links: set[str]) -> list[tuple[str, bool]]:
         sweeper = self.sweeper
         excludes = sweeper.excludes
         walks = sweeper.filter.walks
         accepts = sweeper.filter
         relative = sweeper.relative
-        base = _base(path)
+        base = below(path)
         entries = []
-        # scandir(fd) consumes the descriptor's position, not the descriptor: ours stays open.
-        with os.scandir(fd) as it:
+        with opened.listing() as it:
             for entry in it:
                 child = base + entry.name
                 try:
@@ -649,21 +642,54 @@ class _Walk:
 _NO_LINKS: frozenset[str] = frozenset()
 
 
-def _open_dir(path: str) -> int:
-    """``path`` opened as a directory, to list it and stat its entries through it. ENOTDIR if it
-    is not one: O_DIRECTORY makes the open fail so; where the system has no such flag, the
-    descriptor's own stat says it."""
-    fd = os.open(path, DIR_FLAGS)
-    if not DIR_FLAGS & getattr(os, "O_DIRECTORY", 0):
-        try:
-            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-        except BaseException:
-            os.close(fd)
-            raise
-        if not is_dir:
-            os.close(fd)
+class _OpenDir:
+    """A directory open for one read: its own stat, its listing, and how to stat its entries.
+
+    Through a descriptor where the system has them (:data:`asyncreload._platform.DIR_FD`):
+    ``stat(name, dir_fd=fd)``, and the kernel resolves one name, not the whole path again. On
+    FUSE, where each component costs a round trip to the daemon, that makes a sweep 2-3x faster.
+    Elsewhere (Windows) by path, ``stat(prefix + name)``, with the listing opened at once as the
+    descriptor is: a directory that can't be read fails here either way, before its files are
+    stat'ed (and its subdirectories walked). Raises ENOTDIR if ``path`` is not a directory.
+    """
+
+    __slots__ = ("_listing", "fd", "prefix", "st")
+
+    def __init__(self, path: str) -> None:
+        fd: int | None = None
+        if _platform.DIR_FD:
+            fd = os.open(path, DIR_FLAGS)  # O_DIRECTORY, where there is one: ENOTDIR for a file
+            try:
+                st = os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        else:
+            st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            if fd is not None:
+                os.close(fd)
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-    return fd
+        self.st = st
+        self.fd = fd
+        """The descriptor the entries are stat'ed through (``dir_fd``); None: by path."""
+        self.prefix = "" if fd is not None else below(path)
+        """What an entry's name goes after to stat it: nothing through ``fd``, else the path."""
+        self._listing = None if fd is not None else os.scandir(path)
+
+    def listing(self) -> AbstractContextManager[Iterator[os.DirEntry[str]]]:
+        """The entries, to be read once."""
+        if self.fd is not None:
+            # scandir(fd) consumes the descriptor's position, not the descriptor: ours stays open.
+            return os.scandir(self.fd)
+        assert self._listing is not None
+        return self._listing
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+        if self._listing is not None:
+            self._listing.close()
 
 
 def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
@@ -687,19 +713,20 @@ def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
 
 
 def _stat_all(
-    fd: int, entries: list[tuple[str, bool]], known: dict[str, FileKey]
+    opened: _OpenDir, entries: list[tuple[str, bool]], known: dict[str, FileKey]
 ) -> tuple[tuple[str, ...], dict[str, FileKey], OSError | None]:
     """Stat every listed file; return the subdirectories to walk, the files' keys, and the
     first error that left a file with its ``known`` key (or :data:`UNREADABLE`)."""
     subdirs = []
     files = {}
     unreadable = None
+    fd, prefix = opened.fd, opened.prefix
     for name, is_dir in entries:
         if is_dir:
             subdirs.append(name)
             continue
         try:
-            st = _stat_name(name, fd)
+            st = _stat_name(prefix + name, fd)
         except OSError as e:
             if e.errno in DEAD_MOUNT_ERRNOS:
                 raise
@@ -716,7 +743,7 @@ def _stat_all(
 
 
 def _restat(
-    fd: int, base: str, known: dict[str, FileKey], *, remounted: bool = False
+    opened: _OpenDir, base: str, known: dict[str, FileKey], *, remounted: bool = False
 ) -> tuple[dict[str, FileKey], list[Change], OSError | None] | None:
     """Stat the files of a directory whose listing is unchanged, and compare.
 
@@ -729,13 +756,13 @@ def _restat(
     changed: dict[str, FileKey] | None = None
     changes = []
     unreadable = None
-    stat_ = os.stat
+    stat_, fd, prefix = os.stat, opened.fd, opened.prefix
     for name, key in known.items():
         try:
-            st = stat_(name, dir_fd=fd)
+            st = stat_(prefix + name, dir_fd=fd)
         except OSError:
             try:
-                retried = _stat_name(name, fd)
+                retried = _stat_name(prefix + name, fd)
             except OSError as e:
                 if e.errno in DEAD_MOUNT_ERRNOS:
                     raise
@@ -862,8 +889,7 @@ class _HotSet:
         number alone is left for the next sweep to take in."""
         changes = []
         for path in list(self.paths):
-            parent, _, name = path.rpartition("/")
-            parent = parent or "/"
+            parent, name = os.path.split(path)
             record = snapshot.dirs.get(parent)
             key = None if record is None else record.files.get(name)
             if record is None or key is None:
@@ -899,10 +925,13 @@ def _same_device(path: str, dev: int) -> bool:
         try:
             return os.stat(path).st_dev == dev
         except OSError as e:
-            if e.errno not in _GONE_ERRNOS or path == "/":
+            if e.errno not in _GONE_ERRNOS:
                 return True  # not answering: not an unmount
         # Gone: with its directory (on dev still), or unmounted (the mount point, on another).
-        path = os.path.dirname(path)
+        parent = os.path.dirname(path)
+        if parent == path:  # the root itself (/, C:\) is gone: not an unmount either
+            return True
+        path = parent
 
 
 def pause_after(

@@ -16,12 +16,13 @@ Symlinked directories are followed, but a graph of links must not explode the wa
 from __future__ import annotations
 
 import logging
-import posixpath
+import os
 import shlex
 from collections import Counter
 
 from .._exceptions import WatchPathError
 from .mounts import read_mounts
+from .paths import filter_relpath
 
 __all__ = ["MAX_DIRS", "PSEUDO_FILE_SYSTEMS", "Walked", "is_pseudo", "pseudo_devices"]
 
@@ -69,7 +70,7 @@ class Walked:
         self, root: str, relative_to: str, pseudo: frozenset[int], *, already: int = 0
     ) -> None:
         self.root = root
-        self._prefix = len(relative_to.rstrip("/")) + 1
+        self._relative = filter_relpath(relative_to)
         self.pseudo = pseudo
         self.seen: set[int] = set()
         self._through: Counter[str] = Counter()
@@ -107,6 +108,6 @@ class Walked:
         link, many = top[0]
         return WatchPathError(
             f"{self.root}: more than {MAX_DIRS:,} directories to watch, {many:,} of them "
-            f"through the symlink {link} -> {posixpath.realpath(link)}; stopped. Leave it out "
-            f"with --exclude {shlex.quote(link[self._prefix :])}"
+            f"through the symlink {link} -> {os.path.realpath(link)}; stopped. Leave it out "
+            f"with --exclude {shlex.quote(self._relative(link))}"
         )

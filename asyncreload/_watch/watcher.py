@@ -30,7 +30,8 @@ from .events import watch_events
 from .merge import ChangeBatch, ChangeStream, merge
 from .mounts import Mount, MountTable, RereadTable, mount_poll_reason, read_mounts
 from .options import StrPath, WatcherOptions
-from .plan import GONE, Target, absolute, current_directory, is_within, normalise, plan
+from .paths import absolute, current_directory, is_within, normalise
+from .plan import GONE, Target, plan
 from .poll import Snapshot, Sweeper
 from .poll import poll as poll_tree  # open_watcher has a parameter named poll
 

@@ -44,7 +44,8 @@ from ..._threads import run_sync
 from ..._types import Backend, Change, ChangeKind, Source
 from ...filters import PathFilter
 from ..names import KnownNames
-from ..plan import GONE, Target, is_within
+from ..paths import filter_relpath, is_within
+from ..plan import GONE, Target
 from ..walk import Walked, pseudo_devices
 from .inotify_bindings import (
     IN_ATTRIB,
@@ -191,7 +192,8 @@ class _Tree:
         self.watches = _Watches(fd)
         self.excludes = frozenset(target.excludes)
         self.denied: set[str] = set()
-        self._prefix = len(target.root.rstrip("/")) + 1
+        self.relative = filter_relpath(target.root)
+        """``path`` relative to the watched root, as the filter sees it."""
         self._overflows = 0
         # A target that is a file is watched through its directory, for the file's name only:
         # an editor that saves by renaming a new file over the old one replaces the inode a
@@ -203,10 +205,6 @@ class _Tree:
         """Set when the watcher gives up on this tree: an abandoned walk ends at its next step."""
         self.parent_wd: int | None = None
         """The watch on the top's parent, which says when the top is deleted (see lay)."""
-
-    def relative(self, path: str) -> str:
-        """``path`` relative to the watched root, as the filter sees it."""
-        return path[self._prefix :]
 
     def lay(self) -> None:
         """Watch the whole target. Raises :class:`FileNotFoundError` if it is not there, and

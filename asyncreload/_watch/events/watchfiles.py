@@ -24,7 +24,6 @@ import contextlib
 import errno
 import logging
 import os
-import posixpath
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -40,7 +39,8 @@ from watchfiles._rust_notify import RustNotify, WatchfilesRustInternalError
 from ..._types import Backend, Change, ChangeKind, Source
 from ...filters import PathFilter
 from ..names import KnownNames
-from ..plan import GONE, Target, is_within
+from ..paths import filter_relpath, is_within
+from ..plan import GONE, Target
 from ..poll import Sweeper
 from .inotify_bindings import WatchLimitError, limit_message
 
@@ -86,11 +86,11 @@ def layout(target: Target, path_filter: PathFilter) -> Layout:
         return Layout(flat=(), recursive=(top,))
     flat = {top}
     for excluded in target.excludes:
-        parent = posixpath.dirname(excluded)
+        parent = os.path.dirname(excluded)
         while is_within(parent, top) and parent not in flat:
             flat.add(parent)
-            parent = posixpath.dirname(parent)
-    prefix = len(target.root.rstrip("/")) + 1
+            parent = os.path.dirname(parent)
+    relative = filter_relpath(target.root)
     recursive = []
     pruned = False
     for directory in sorted(flat):
@@ -105,7 +105,7 @@ def layout(target: Target, path_filter: PathFilter) -> Layout:
                 with contextlib.suppress(OSError):
                     if not entry.is_dir():
                         continue
-                    if path_filter.walks(child[prefix:]):
+                    if path_filter.walks(relative(child)):
                         recursive.append(child)
                     else:
                         pruned = True
@@ -158,7 +158,8 @@ class _TargetWatch:
         self.target = target
         self.filter = path_filter
         self.send = send
-        self._prefix = len(target.root.rstrip("/")) + 1
+        self.relative = filter_relpath(target.root)
+        """``path`` relative to the watched root, as the filter sees it."""
         self.layout = Layout((), ())
         self.names = KnownNames()
         """The names in each directory: a rename over one of them is a modification."""
@@ -208,13 +209,13 @@ class _TargetWatch:
                 kind = self.names.arrived(path)
             else:
                 kind = ChangeKind.MODIFIED
-            relpath = path[self._prefix :]
+            relpath = self.relative(path)
             if 1 in kinds and exists and os.path.isdir(path):
                 if not self.filter.walks(relpath):
                     continue
                 new_dirs.append(path)
                 kind = ChangeKind.ADDED
-                relay = relay or posixpath.dirname(path) in self.layout.flat or os.path.islink(path)
+                relay = relay or os.path.dirname(path) in self.layout.flat or os.path.islink(path)
             if self.filter(relpath):
                 changes.append(Change(kind, path, Source.EVENTS))
         return changes, new_dirs, relay
@@ -349,7 +350,7 @@ class _TargetWatch:
         watch says nothing while a process has its cwd there (ours, under `watch` with no path;
         the user's shell). Its other events are outside the target, and dropped."""
         top = self.target.path
-        parent = posixpath.dirname(top)
+        parent = os.path.dirname(top)
         if parent == top or not os.path.isdir(top):
             return None
         try:
