@@ -56,6 +56,12 @@ from [tool.asyncreload] in the nearest pyproject.toml (same names as the long
 options, plus command = "..."); options given here win.
 
 \b
+Live reload (--live-reload-port 35729): a page that includes
+  <script src="http://127.0.0.1:35729/__asyncreload__/live.js"></script>
+reloads once the restarted COMMAND (or a process it started) listens on a
+TCP port again.
+
+\b
 Exit status: the command's (128+N when signal N ended it); 127 when it is not
 found, 126 when it can't be executed; 2 for bad usage; 1 for other failures.
 
@@ -116,9 +122,8 @@ found, 126 when it can't be executed; 2 for bad usage; 1 for other failures.
     "--live-reload-port",
     type=click.IntRange(1, 65535),
     metavar="PORT",
-    help="Serve live reload on 127.0.0.1:PORT for the pages of a server COMMAND runs: a page "
-    'that includes <script src="http://127.0.0.1:PORT/__asyncreload__/live.js"></script> '
-    "reloads once the restarted COMMAND listens again.",
+    help="Serve live reload on 127.0.0.1:PORT for the pages of the server COMMAND runs: "
+    "they reload once the restarted COMMAND listens again. See below.",
 )
 @verbosity_options
 @click.pass_context
