@@ -232,6 +232,15 @@ def test_a_single_file_as_root(tmp_path: Path) -> None:
     assert [c.kind for c in sweep(f, second.snapshot).changes] == [ChangeKind.DELETED]
 
 
+def _watching_unprivileged(tree: Path, dir_reader: str | None) -> CLI:
+    """``watch --json`` polling ``tree`` every 50 ms, without root's permission override (so
+    a chmod locks it out), reading directories the ``dir_reader`` way."""
+    return CLI(
+        "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
+        prefix=without_dac_override(), script=dir_reader,
+    )  # fmt: skip
+
+
 def test_permission_denied_warns_once_and_the_rest_is_still_watched(
     tmp_path: Path, dir_reader: str | None
 ) -> None:
@@ -241,10 +250,7 @@ def test_permission_denied_warns_once_and_the_rest_is_still_watched(
     (locked / "secret.py").write_text("x")
     locked.chmod(0)
     try:
-        with CLI(
-            "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
-            prefix=without_dac_override(), script=dir_reader,
-        ) as cli:  # fmt: skip
+        with _watching_unprivileged(tree, dir_reader) as cli:
             cli.wait_line(lambda line: "permission denied" in line, stream="stderr")
             cli.wait_ready()
             (tree / "ok.py").write_text("x")
@@ -277,10 +283,7 @@ def test_a_file_that_cant_be_stated_is_kept_and_checked_again(
     (sub / "a.py").write_text("one")
     _age(tree)  # sub's listing is trusted: only its known files are stat'ed
     try:
-        with CLI(
-            "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
-            prefix=without_dac_override(), script=dir_reader,
-        ) as cli:  # fmt: skip
+        with _watching_unprivileged(tree, dir_reader) as cli:
             cli.wait_ready()
             sub.chmod(0o644)
             cli.wait_line(lambda line: f"{sub}: permission denied" in line, stream="stderr")
@@ -310,10 +313,7 @@ def test_a_directory_made_unreadable_is_one_problem_and_keeps_its_last_state(
     (locked / "sub" / "b.py").write_text("x")
     _age(tree)
     try:
-        with CLI(
-            "watch", "--json", "--force-polling", "--poll-interval", "0.05", str(tree),
-            prefix=without_dac_override(), script=dir_reader,
-        ) as cli:  # fmt: skip
+        with _watching_unprivileged(tree, dir_reader) as cli:
             cli.wait_ready()
             locked.chmod(0)
             cli.wait_line(lambda line: "permission denied" in line, stream="stderr")
