@@ -1,7 +1,7 @@
 """Live reload in a real browser: edit to the page showing it, and what the script costs.
 
-A FastAPI site (``main.py`` with a Jinja template and a stylesheet under ``static/``, as
-``tests/test_live_reload.py`` has) served by ``asyncreload serve --live-reload``, one headless
+A FastAPI site (``tests/sites.py``'s ``main.py``, with a Jinja template and a stylesheet under
+``static/``) served by ``asyncreload serve --live-reload``, one headless
 Chromium tab on it (``tests/browser.py``'s driver). For each kind of edit, ``trials`` saves
 (random pauses between): then the tab is asked, every 5 ms over the DevTools protocol, until it
 shows the edit: the title for the ``.py`` and the template (each a new page, from a new worker),
@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The tests' site (tests/sites.py), as the benchmark runs from the repository's root.
+from tests.sites import FASTAPI_SITE
+
 from ._reloaders import ReloadSettings, free_port, reloader_env, write_module
 from ._runner import spawned
 from ._stats import MISSED, percentile
@@ -38,27 +41,6 @@ REQUESTS = 2_000
 WARMUP = 200
 ASK_EVERY = 0.005
 
-SITE = """\
-from pathlib import Path
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
-
-VERSION = {version!r}
-HERE = Path(__file__).parent
-app = FastAPI()
-app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-templates = Jinja2Templates(directory=HERE / "templates")
-
-@app.get("/", response_class=HTMLResponse)
-def index(request: Request):
-    return templates.TemplateResponse(request, "page.html", {{"version": VERSION}})
-
-@app.get("/api")
-def api():
-    return {{"version": VERSION, "items": list(range(20))}}
-"""
 
 TEMPLATE = """\
 <!doctype html><html><head><title>{{{{ version }}}} {heading}</title>
@@ -90,7 +72,7 @@ def _missing() -> str | None:
 def _write_site(project: Path) -> None:
     (project / "static").mkdir(parents=True)
     (project / "templates").mkdir()
-    write_module(project / "main.py", SITE.format(version="v0"))
+    write_module(project / "main.py", FASTAPI_SITE.format(version="v0"))
     write_module(project / "templates/page.html", TEMPLATE.format(heading="h0", filler=FILLER))
     write_module(project / "static/site.css", "h1 { color: rgb(0, 0, 0) }\n")
 
@@ -131,7 +113,7 @@ def _edit_trials(
             time.sleep(rng.uniform(*settings.spacing))
             if kind == "py":
                 version = f"v{n}"
-                t0 = write_module(project / "main.py", SITE.format(version=version))
+                t0 = write_module(project / "main.py", FASTAPI_SITE.format(version=version))
                 seen = _until(page, LOADED_TITLE, f"{version} {heading}", t0 + settings.deadline)
                 loads += 1
             elif kind == "template":

@@ -26,6 +26,7 @@ from asyncreload._serve import live
 from .browser import Browser, NoBrowser, Page
 from .conftest import IN_CI, wait_for
 from .helpers import CLI
+from .sites import FASTAPI_SITE
 from .test_serve import FLASK_APP, write_app
 from .test_serve import serving as serve_with
 
@@ -165,27 +166,6 @@ PAGE_TEMPLATE = """\
 <h1>HEADING</h1><input id="typed"><script src="/static/app.js"></script></body></html>
 """
 
-FASTAPI_SITE = """\
-from pathlib import Path
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
-
-VERSION = {version!r}
-HERE = Path(__file__).parent
-app = FastAPI()
-app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-templates = Jinja2Templates(directory=HERE / "templates")
-
-@app.get("/", response_class=HTMLResponse)
-def index(request: Request):
-    return templates.TemplateResponse(request, "page.html", {{"version": VERSION}})
-
-@app.get("/api")
-def api():
-    return {{"version": VERSION}}
-"""
 
 FLASK_SITE = """\
 from flask import Flask, jsonify, render_template

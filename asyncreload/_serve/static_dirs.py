@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,18 +37,23 @@ class Place:
 
 def find(app: Any) -> list[Place]:
     """The static directories of ``app`` (as the user's code gave it, before any wrapping)."""
+    installed = _installation()
     found: dict[str, Place] = {}
     for place in (*_starlette(app), *_flask(app), *_django()):
         directory = os.path.realpath(place.directory)
-        if directory not in found and os.path.isdir(directory) and not _installed(directory):
+        if directory not in found and os.path.isdir(directory) and not installed(directory):
             found[directory] = Place(directory, place.url)
     return list(found.values())
 
 
-def _installed(directory: str) -> bool:
-    """True for a directory of the Python installation or its virtual environment."""
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return any(directory == p or directory.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)
+def _installation() -> Callable[[str], bool]:
+    """A test for directories of the Python installation or its virtual environment (their
+    paths resolved once)."""
+    prefixes = tuple(
+        os.path.realpath(p).rstrip(os.sep) + os.sep
+        for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    )
+    return lambda directory: (directory + os.sep).startswith(prefixes)
 
 
 def _url(*parts: str) -> str:

@@ -589,15 +589,15 @@ class _Supervisor:
                 log.debug("static files: watching %s", ", ".join(dirs))
                 async for batch in changes:
                     await self.assets_changed(batch)
-        except WatchPathError as e:  # one was removed meanwhile: watched again once it's back
-            log.warning("static files are not followed: %s", e)
+        except WatchPathError as e:  # one was removed meanwhile
+            log.warning("static files are not followed until the app names them again: %s", e)
 
     async def assets_changed(self, batch: ChangeBatch) -> None:
         """Static files changed: the pages swap stylesheets in place, or reload for the rest."""
-        css = all(c.path.endswith(".css") for c in batch)
-        does = "the pages swap their stylesheets" if css else "the pages reload"
         if self.serving is None:
             return
+        css = all(c.path.endswith(".css") for c in batch)
+        does = "the pages swap their stylesheets" if css else "the pages reload"
         log.info("%s: %s (the worker keeps serving)", summarize(batch, _cwd()), does)
         await self.serving.send(protocol.assets("css" if css else "page"))
 
