@@ -25,13 +25,15 @@ SHARED = {
     "_browser_script.py": "asyncreload._browser_script",
     "_serve/live.py": "asyncreload._serve.live",
     "_serve/static_dirs.py": "asyncreload._serve.static_dirs",
+    "_serve/imports.py": "asyncreload._serve.imports",
 }
 """What the programs share with the parent that starts them (framing, process trees, their
 protocols): standard library only too. The guard imports them as top-level modules."""
 CROSSINGS: set[tuple[str, str]] = set()
 """Known imports of another room's insides."""
-WORKER_NEEDS = {"uvicorn", "a2wsgi"}
-"""What the worker imports besides the standard library: it is a uvicorn worker."""
+WORKER_NEEDS = {"uvicorn", "a2wsgi", "dotenv"}
+"""What the worker imports besides the standard library: it is a uvicorn worker (dotenv: for
+``--env-file``, as uvicorn reads it)."""
 PUBLIC = ("asyncreload", "asyncreload.filters")
 
 

@@ -49,6 +49,7 @@ class FakeWorker:
         self.pid = 10_000 + FakeWorker.count
         self.script = script
         self.preload = preload
+        self.user: list[str] = []
         self.process = FakeProcess()
         self.ready_at: float | None = None
         self.sent: list[dict[str, Any]] = []
@@ -56,6 +57,9 @@ class FakeWorker:
         self._send: MemoryObjectSendStream[dict[str, Any] | None]
         self._receive: MemoryObjectReceiveStream[dict[str, Any] | None]
         self._send, self._receive = anyio.create_memory_object_stream(10)
+        self.started = 0.0
+        self.warmed: anyio.Event | None = None
+        self._send.send_nowait(protocol.standby(self.pid))  # its imports are done at once
 
     async def send(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
@@ -98,7 +102,7 @@ class Supervisor(sv._Supervisor):
         self.scripts = scripts
         self.spawned: list[FakeWorker] = []
 
-    async def spawn(self, preload: list[str] | None = None) -> Any:
+    async def spawn(self, preload: list[str] | None = None, warm: bool = True) -> Any:
         script = self.scripts.pop(0) if self.scripts else "ready"
         if script == "oserror":
             raise FileNotFoundError(2, "No such file or directory")

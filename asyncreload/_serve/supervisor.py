@@ -108,6 +108,10 @@ class ServeConfig:
     reload_excludes: Sequence[str] = ()
     reload_delay: float | None = None
     strategy: ReloadStrategy = ReloadStrategy.OVERLAP
+    warm_imports: bool = True
+    """Standbys import the app's own modules ahead of time, and a change imports again only
+    the modules it reaches (see ``_serve/imports.py``). Never with the restart strategy, whose
+    app must not run twice at once."""
     live_reload: bool = False
     """Refresh the browser's pages after each reload (see ``_serve/live.py``)."""
     static_dirs: Sequence[str] = ()
@@ -308,6 +312,11 @@ class _Worker:
         self.channel = channel
         self.pid = process.pid
         self.ready_at: float | None = None
+        self.user: list[str] = []
+        """The app's modules it was told to import as a standby (warm imports)."""
+        self.started = time.monotonic()
+        self.warmed: anyio.Event | None = None
+        """Set once a background task has read its "standby" (None: no task reads it)."""
 
     async def receive(self) -> dict[str, Any] | None:
         """The next message, or None once the worker has gone."""
@@ -373,6 +382,12 @@ class _Supervisor:
         self.died = anyio.Event()
         """Set when the serving worker exited on its own: its standby takes over at once."""
         self.preload: list[str] = []
+        self.user_modules: list[str] = []
+        """The serving worker's own modules, in load order: what the next standby imports."""
+        self.wrote: set[str] = set()
+        """Files the standbys' warm imports wrote: a reload's doing, for the loop guard."""
+        self.standbys_doing = False
+        """The last admitted batch holds only files that standbys wrote."""
         self.generation = 0
         # Only a change made while a new worker loaded counts as one a reload caused: an app
         # writes at import or startup, while a script (or a quick hand) may well save again a
@@ -383,6 +398,10 @@ class _Supervisor:
         self.announced = False
         self.loading: _Worker | None = None
         """The worker :meth:`activate` is waiting for."""
+        self.how = ""
+        """How the last reload's worker got the app's modules, for its log line."""
+        self.tg: anyio.abc.TaskGroup | None = None
+        """Where standbys are started in the background."""
         self.ready_wall: float | None = None
         """When the last reload's new worker said it was ready, on its wall clock (None: it
         did not get that far)."""
@@ -411,7 +430,12 @@ class _Supervisor:
         static = self.static_dirs()
         if static:  # the static files' watcher has those
             batch = tuple(c for c in batch if not any(is_within(c.path, d) for d in static))
-        verdict = self.guard.admit({c.path: changed_at(c) for c in batch})
+        # What a standby wrote as it imported the app counts as caused by the reload that
+        # started it, however late it came (-inf: before any reload's end).
+        times = {c.path: -math.inf if c.path in self.wrote else changed_at(c) for c in batch}
+        self.standbys_doing = bool(times) and all(p in self.wrote for p in times)
+        self.wrote.difference_update(times)
+        verdict = self.guard.admit(times)
         cwd = _cwd()
         roots = [os.path.join(cwd, d) for d in self.roots]
         for path in verdict.muted:
@@ -419,8 +443,13 @@ class _Supervisor:
             log.warning(muted_line(path, shown, roots, "--reload-exclude", "reloads"))
         return batch if verdict.paths else None
 
-    async def spawn(self, preload: list[str] | None = None) -> _Worker:
-        """A new standby worker: warm, waiting for ``go``. OSError if it can't be started."""
+    def warms(self) -> bool:
+        return self.config.warm_imports and self.config.strategy is ReloadStrategy.OVERLAP
+
+    async def spawn(self, preload: list[str] | None = None, warm: bool = True) -> _Worker:
+        """A new standby worker: warm, waiting for ``go``. OSError if it can't be started.
+        ``preload``: the third-party modules (default: the last worker's); ``warm``: the app's
+        own modules too, if known and warm imports are on."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         theirs.set_inheritable(True)
         try:
@@ -440,7 +469,11 @@ class _Supervisor:
         # From here on, the worker is ours to stop.
         worker = _Worker(process, Channel(ours), self.workers.discard)
         self.workers.add(worker)
-        await worker.send(protocol.hello(self.preload if preload is None else preload))
+        worker.user = list(self.user_modules) if warm and self.warms() else []
+        spec = self.config.worker_spec() if worker.user else None
+        await worker.send(
+            protocol.hello(self.preload if preload is None else preload, worker.user, spec)
+        )
         return worker
 
     async def take_standby(self) -> _Worker | None:
@@ -458,16 +491,39 @@ class _Supervisor:
             tg.start_soon(self._spawn_standby)
 
     async def _spawn_standby(self) -> None:
+        worker = None
         try:
-            self.standby = await self._try_spawn()
+            worker = self.standby = await self._try_spawn()
+            if worker is not None:
+                worker.warmed = anyio.Event()
         finally:
             done, self._spawning = self._spawning, None
             if done is not None:
                 done.set()
+        if worker is not None:
+            await self._warm_up(worker)
 
-    async def _try_spawn(self, preload: list[str] | None = None) -> _Worker | None:
+    async def _warm_up(self, worker: _Worker) -> None:
+        """Read a standby's messages until it says it is warm (or has gone)."""
+        assert worker.warmed is not None
         try:
-            worker = await self.spawn(preload)
+            while (message := await worker.receive()) is not None:
+                if message.get("op") == protocol.WROTE:
+                    self.wrote.add(str(message.get("path")))
+                elif message.get("op") == protocol.STANDBY:
+                    took = 1000 * (time.monotonic() - worker.started)
+                    ahead = f"imported {len(worker.user)} of the app's modules ahead of time, "
+                    log.debug("standby %d %swarm in %.0f ms", worker.pid,
+                              ahead if worker.user else "", took)  # fmt: skip
+                    break
+        finally:
+            worker.warmed.set()
+
+    async def _try_spawn(
+        self, preload: list[str] | None = None, warm: bool = True
+    ) -> _Worker | None:
+        try:
+            worker = await self.spawn(preload, warm)
         except OSError as e:  # the app dir moved away, its mount died: wait for it
             self.warn_trouble(f"can't start a worker in {self.config.app_dir}: {e.strerror}")
             return None
@@ -486,6 +542,9 @@ class _Supervisor:
         started = time.monotonic()
         changed = [c.path for c in batch]
         self.loading = worker
+        self.how = ""
+        if worker.warmed is not None:
+            await worker.warmed.wait()  # its messages are read there until then
         await worker.send(protocol.go(self.config.worker_spec(), changed))
         while True:
             message = await worker.receive()
@@ -503,16 +562,27 @@ class _Supervisor:
                 self.generation += 1
                 worker.ready_at = time.monotonic()
                 self.ready_wall = float(message.get("at", time.time()))
+                again = message.get("again")
+                if again is not None:
+                    self.how = _again_words(again)
+                elif not self.how:
+                    self.how = "full re-import: the app's modules were not known yet"
                 log.debug(
                     "worker %d ready in %.0f ms", worker.pid, 1000 * (worker.ready_at - started)
                 )
                 return worker
+            if op == protocol.WROTE:
+                self.wrote.add(str(message.get("path")))
             if op == protocol.STALE:
-                # Never serve code older than the change: a worker that preloads nothing.
-                log.debug("the standby had loaded %s before it changed; starting a fresh one",
-                          ", ".join(message.get("names", [])))  # fmt: skip
+                # Never serve code older than the change: a worker that preloads nothing (a
+                # third-party module had loaded changed code) or only the third-party modules.
+                names, reason = message.get("names", []), message.get("reason", "")
+                if names:
+                    reason = f"{', '.join(names)} had been loaded by third-party code"
+                self.how = f"full re-import: {reason}"
+                log.debug("the standby can't serve this change (%s); starting a fresh one", reason)
                 await worker.kill()
-                fresh = await self._try_spawn(preload=[])
+                fresh = await self._try_spawn(preload=[] if names else None, warm=False)
                 if fresh is None:
                     return None
                 worker = self.loading = fresh
@@ -534,6 +604,8 @@ class _Supervisor:
                 break
             if message.get("op") == protocol.MODULES:
                 self.preload = list(message.get("names", []))
+                if worker is self.serving:
+                    await self.learned(list(message.get("user", [])))
             elif message.get("op") == protocol.STATIC and worker is self.serving:
                 self.found([str(d) for d in message.get("dirs", [])])
         code = await worker.process.wait()
@@ -547,6 +619,20 @@ class _Supervisor:
             else:
                 log.error("the app's worker exited (code %s); a new one takes over", code)
                 self.died.set()
+
+    async def learned(self, user: list[str]) -> None:
+        """The serving worker has loaded these modules of the app: the next standby imports
+        them ahead of time, and one waiting without some of them is replaced by one with all."""
+        if user == self.user_modules:
+            return
+        self.user_modules = user
+        standby = self.standby
+        if standby is None or not self.warms() or set(user) <= set(standby.user):
+            return
+        if self.tg is not None:
+            self.standby = None
+            self.replenish(self.tg)
+            await standby.kill()
 
     async def next_batch(self, changes: AsyncIterator[ChangeBatch]) -> ChangeBatch | None:
         """The next batch of changes; ``()`` when the serving worker died on its own (serve the
@@ -650,6 +736,7 @@ async def serve_async(
                 if config.reload_delay is not None:
                     static_options["debounce"] = config.reload_delay
                 tg.start_soon(supervisor.watch_static, static_options)
+            supervisor.tg = tg
             task_status.started(supervisor.where)
             batch: ChangeBatch | None = ()  # the start: a reload with no change yet
             while batch is not None:
@@ -727,6 +814,11 @@ async def _reload(
             with contextlib.suppress(StopAsyncIteration):
                 while newer is None:
                     newer = supervisor.admit(await changes.__anext__())
+                if supervisor.standbys_doing:
+                    # The next standby's imports wrote it (an app that writes at import): no
+                    # edit, so it waits for this reload to end rather than undo it; the loop
+                    # guard counts the reloads it causes, as when a worker writes at start.
+                    return
                 race.cancel_scope.cancel()
 
         race.start_soon(next_batch)
@@ -750,10 +842,19 @@ async def _reload(
             supervisor.announced = True
             log.info("serving %s at %s", supervisor.config.app, supervisor.where)
         elif batch:
-            log.info("reloaded in %.0f ms after %s", took, summarize(batch, _cwd()))
+            how = f" ({supervisor.how})" if supervisor.how and supervisor.warms() else ""
+            log.info("reloaded in %.0f ms after %s%s", took, summarize(batch, _cwd()), how)
         else:
             log.info("a new worker serves the app, %.0f ms after the last one exited", took)
     return newer
+
+
+def _again_words(names: Sequence[str]) -> str:
+    """``names`` (the modules imported again) for the reload's log line."""
+    if not names:
+        return "no module imported again"
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"{len(names)} module{'s' if len(names) > 1 else ''} imported again: {shown}"
 
 
 async def _unreadable(directory: str) -> str | None:

@@ -1,10 +1,14 @@
 """The worker process of ``asyncreload serve``: the child side.
 
 Started warm, as a standby: the interpreter, uvicorn, its protocol implementations and the
-third-party modules the last worker used are imported before any change happens. On ``go`` it
-imports the app (fresh code, since this is a fresh process), runs uvicorn on the listening socket
-the supervisor bound and passed down, and says ``ready`` once lifespan startup is done. If the
-app fails to import or start, it says ``failed`` with a short traceback and exits.
+third-party modules the last worker used are imported before any change happens, and with warm
+imports the app's own modules too, under a record of who imported what (:mod:`.imports`). On
+``go`` it drops the modules the change reaches and imports the app again over the rest (all of
+it, when it had not imported it), runs uvicorn on the listening socket the supervisor bound and
+passed down, and says ``ready`` once lifespan startup is done. Every worker is a fresh process:
+nothing is forked, so threads, locks and connections made at import are its own. If the app
+fails to import or start, it says ``failed`` with a short traceback and exits; if its warm
+imports can't be trusted for this change, it says ``stale`` and a fresh worker takes over.
 
 The control channel is a Unix socket (its messages: :mod:`.worker_protocol`), read by a thread of
 its own from the worker's first instant. The worker dies with the supervisor: when the supervisor
@@ -43,6 +47,7 @@ from typing import Any, NoReturn
 from .. import _subreaper, _wire
 from . import static_dirs
 from . import worker_protocol as protocol
+from .imports import Full, ImportRecorder, drop, pinning_django, plan, user_modules
 from .live import LiveReload
 
 # What every worker needs: imported while the worker waits, not while the user does. uvicorn's
@@ -192,6 +197,13 @@ def _under(path: str, roots: tuple[str, ...]) -> bool:
     return os.path.abspath(path).startswith(roots) or os.path.realpath(path).startswith(roots)
 
 
+def _in_changed_file(exc: BaseException, changed: list[str]) -> bool:
+    """True for a syntax error in one of the ``changed`` files: the new code's own fault."""
+    if not isinstance(exc, SyntaxError) or not exc.filename:
+        return False
+    return os.path.realpath(exc.filename) in {os.path.realpath(p) for p in changed}
+
+
 def short_traceback(exc: BaseException, user_dirs: list[str]) -> str:
     """The traceback a user needs: their frames (under the app dir or a watched directory) and
     the error, without importlib's."""
@@ -217,12 +229,56 @@ def _is_wsgi(app: Callable[..., Any]) -> bool:
     return len(positional) == 2  # (environ, start_response); ASGI 2 takes (scope)
 
 
-def _load_app(spec: dict[str, Any]) -> tuple[Any, str]:
-    from uvicorn.importer import import_from_string
-
+def _prepare(spec: dict[str, Any]) -> None:
+    """What the app's import needs first: its directories on the path, and its env file read
+    (uvicorn reads it only once the app is imported, too late for what is read at import)."""
     for d in reversed(spec["app_dirs"]):
         if d not in sys.path:
             sys.path.insert(0, d)
+    if spec.get("env_file"):
+        from dotenv import load_dotenv
+
+        load_dotenv(spec["env_file"])
+
+
+class _WarmImports:
+    """The app's own modules, imported by a standby before any change (warm imports)."""
+
+    def __init__(self, channel: _Channel, spec: dict[str, Any], names: list[str]) -> None:
+        self.spec = spec
+        user_dirs = spec.get("user_dirs") or spec["app_dirs"]
+        self.recorder = ImportRecorder(user_dirs, lambda p: channel.send(protocol.wrote(p)))
+        self.failed: str | None = None
+        _prepare(spec)
+        with self.recorder, pinning_django(self.recorder.record):
+            for name in names:
+                try:
+                    importlib.import_module(name)
+                except Exception as e:  # the user's code: anything (the app dir just went)
+                    self.failed = f"the standby failed to import {name} ({type(e).__name__})"
+                    break
+
+    def plan(self, changed: list[str]) -> Any:
+        """:class:`.imports.Warm` or :class:`.imports.Full` for ``changed``."""
+        if self.failed is not None:
+            return Full(self.failed)
+        env_file = self.spec.get("env_file")
+        if env_file and os.path.realpath(env_file) in {os.path.realpath(p) for p in changed}:
+            return Full(f"{os.path.basename(env_file)} changed")
+        return plan(self.recorder.record, changed, root=_cwd())
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
+
+
+def _load_app(spec: dict[str, Any]) -> tuple[Any, str]:
+    from uvicorn.importer import import_from_string
+
+    _prepare(spec)
     app = import_from_string(spec["app"])
     if spec.get("factory"):
         app = app()
@@ -255,13 +311,27 @@ def _asgi3(app: Any, interface: str) -> tuple[Any, str]:
     return app, interface
 
 
-def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
+def _serve(
+    channel: _Channel,
+    spec: dict[str, Any],
+    listen_fd: int,
+    again: tuple[str, ...] | None = None,
+    changed: list[str] | None = None,
+) -> int:
+    """Import and serve the app; ``again``: the modules a warm standby dropped for ``changed``
+    (None: a cold import)."""
     import uvicorn
 
     user_dirs = spec.get("user_dirs") or spec["app_dirs"]
     try:
         app, interface = _load_app(spec)
     except BaseException as e:  # the user's code: anything at all can come out of an import
+        if again is not None and not _in_changed_file(e, changed or []):
+            # It may be the kept modules' doing (a table defined twice on a kept MetaData):
+            # a fresh worker says whether the new code fails on its own.
+            channel.send(protocol.stale(reason=f"the import over the kept modules failed "
+                                               f"({type(e).__name__})"))  # fmt: skip
+            return 0
         channel.send(protocol.failed(short_traceback(e, user_dirs)))
         return 1
 
@@ -293,10 +363,25 @@ def _serve(channel: _Channel, spec: dict[str, Any], listen_fd: int) -> int:
             if self.started:
                 # Before this task yields, so before the first request is answered: an edit
                 # made once the new code was seen comes after it (see LoopGuard.settled).
-                channel.send(protocol.ready(os.getpid(), time.time()))
-                channel.send(protocol.modules(_third_party_modules(user_dirs)))
+                channel.send(protocol.ready(os.getpid(), time.time(), again))
+                report = asyncio.get_running_loop().create_task(report_modules())
+                reporting.add(report)  # held: the loop keeps only a weak reference
                 if live is not None:
                     channel.send(protocol.static(p.directory for p in static))
+
+    reporting: set[asyncio.Task[None]] = set()
+
+    async def report_modules() -> None:
+        """The modules the app has loaded, for the next standby: now, and again whenever it
+        has loaded more (Django imports its URLconf and views at the first request)."""
+        known = 0
+        while True:
+            if len(sys.modules) != known:
+                known = len(sys.modules)
+                channel.send(protocol.modules(_third_party_modules(user_dirs), user_modules(roots)))
+            await asyncio.sleep(1.0)
+
+    roots = _roots(user_dirs)
 
     server = Server(config)
     drain = _Drain(server, config.timeout_graceful_shutdown)
@@ -473,16 +558,26 @@ def main(argv: list[str]) -> int:
     control_fd, listen_fd = int(argv[0]), int(argv[1])
     channel = _Channel(control_fd)
     _preload(list(_WARM_MODULES))
-    hello = channel.receive()
-    if hello and hello.get("preload"):
+    hello = channel.receive() or {}
+    if hello.get("preload"):
         _preload(hello["preload"])
+    warm = _WarmImports(channel, hello["spec"], hello["user"]) if hello.get("user") else None
     channel.send(protocol.standby(os.getpid()))
     # SIGTERM while waiting as a standby: just go.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     message = channel.receive()
     if message is None or message.get("op") != protocol.GO:
         return 0
-    stale = _stale_modules(message.get("changed", []))
+    changed = message.get("changed", [])
+    again = None
+    if warm is not None:
+        decided = warm.plan(changed)
+        if isinstance(decided, Full):
+            channel.send(protocol.stale(reason=decided.reason))
+            return 0
+        again = decided.again
+        drop(again)
+    stale = _stale_modules(changed)  # loaded from a changed file, and not by the app itself
     if stale:
         channel.send(protocol.stale(stale))
         return 0
@@ -493,7 +588,7 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError):
         _subreaper.prctl(_subreaper.PR_SET_CHILD_SUBREAPER, 1)
     try:
-        return _serve(channel, message["spec"], listen_fd)
+        return _serve(channel, message["spec"], listen_fd, again, changed)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -3,8 +3,11 @@ JSON object per line each way, each with an ``op`` (framed by ``asyncreload._wir
 
 ::
 
-    supervisor -> worker   {"op": "hello", "preload": ["sqlalchemy", ...]}
-                           (first: the third-party modules to import while it waits)
+    supervisor -> worker   {"op": "hello", "preload": ["sqlalchemy", ...], "user": [...],
+                            "spec": {...}}
+                           (first: the third-party modules to import while it waits; with
+                           warm imports, the app's own modules too, in the order the serving
+                           worker loaded them, and the spec to import them by)
                            {"op": "go", "spec": {...}, "changed": ["/app/main.py", ...]}
                            (import the app and serve it; spec: see ServeConfig.worker_spec)
                            {"op": "stop", "handover": true}
@@ -18,15 +21,27 @@ JSON object per line each way, each with an ``op`` (framed by ``asyncreload._wir
                            (to the serving worker, with live reload: static files changed;
                            "css": only stylesheets, which the pages swap in place; "page":
                            others, for which the pages reload)
-    worker -> supervisor   {"op": "standby", "pid": N}   (warm, waiting for "go")
-                           {"op": "stale", "names": [...]}
-                           (it had preloaded these modules, which "changed" touches: it exits,
-                           and a worker that preloads nothing is started instead)
-                           {"op": "ready", "pid": N, "at": T}
+    worker -> supervisor   {"op": "wrote", "path": "..."}
+                           (as it happens: a file the app's own modules opened for writing
+                           as a standby imported them; its change is the standby's doing,
+                           which the loop guard must count before the change comes)
+                           {"op": "standby", "pid": N}   (warm, waiting for "go")
+                           {"op": "stale", "names": [...], "reason": "..."}
+                           (it can't serve "changed" from what it has loaded, and exits.
+                           names: third-party modules it preloaded had loaded these, which
+                           changed: a worker that preloads nothing is started instead.
+                           reason: why its warm imports can't be kept (a removed module, a
+                           module Django's registry holds): a worker that preloads only the
+                           third-party modules is started instead)
+                           {"op": "ready", "pid": N, "at": T, "again": [...] | null}
                            (lifespan startup done: it serves; T: its wall clock then, before
-                           it answered any request)
-                           {"op": "modules", "names": [...]}
-                           (the third-party modules the app imported: the next "preload")
+                           it answered any request; again: with warm imports, the app's
+                           modules it imported again, null: it imported all of them)
+                           {"op": "modules", "names": [...], "user": [...]}
+                           (the third-party modules the app imported: the next "preload"; and
+                           the app's own, in load order: the next "user". Sent when the
+                           worker is ready, and again when the app has imported more, as
+                           Django does at its first request)
                            {"op": "static", "dirs": ["/app/static", ...]}
                            (with live reload: the app's static directories, found from its
                            framework; changes there update the pages without a reload)
@@ -49,6 +64,7 @@ BROKEN: Final = "broken"
 ASSETS: Final = "assets"
 
 # worker -> supervisor
+WROTE: Final = "wrote"
 STANDBY: Final = "standby"
 STALE: Final = "stale"
 READY: Final = "ready"
@@ -57,8 +73,10 @@ STATIC: Final = "static"
 FAILED: Final = "failed"
 
 
-def hello(preload: Iterable[str]) -> dict[str, Any]:
-    return {"op": HELLO, "preload": list(preload)}
+def hello(
+    preload: Iterable[str], user: Iterable[str] = (), spec: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return {"op": HELLO, "preload": list(preload), "user": list(user), "spec": spec}
 
 
 def go(spec: Mapping[str, Any], changed: Iterable[str] = ()) -> dict[str, Any]:
@@ -77,20 +95,24 @@ def assets(kind: str) -> dict[str, Any]:
     return {"op": ASSETS, "kind": kind}
 
 
+def wrote(path: str) -> dict[str, Any]:
+    return {"op": WROTE, "path": path}
+
+
 def standby(pid: int) -> dict[str, Any]:
     return {"op": STANDBY, "pid": pid}
 
 
-def stale(names: Iterable[str]) -> dict[str, Any]:
-    return {"op": STALE, "names": list(names)}
+def stale(names: Iterable[str] = (), reason: str = "") -> dict[str, Any]:
+    return {"op": STALE, "names": list(names), "reason": reason}
 
 
-def ready(pid: int, at: float) -> dict[str, Any]:
-    return {"op": READY, "pid": pid, "at": at}
+def ready(pid: int, at: float, again: Iterable[str] | None = None) -> dict[str, Any]:
+    return {"op": READY, "pid": pid, "at": at, "again": None if again is None else list(again)}
 
 
-def modules(names: Iterable[str]) -> dict[str, Any]:
-    return {"op": MODULES, "names": list(names)}
+def modules(names: Iterable[str], user: Iterable[str] = ()) -> dict[str, Any]:
+    return {"op": MODULES, "names": list(names), "user": list(user)}
 
 
 def static(dirs: Iterable[str]) -> dict[str, Any]:

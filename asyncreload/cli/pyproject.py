@@ -252,6 +252,7 @@ _KEYS: dict[str, Callable[[object, Path], Any]] = {
     "clear": _bool,
     "live_reload": _bool,
     "static_dir": _paths,
+    "warm_imports": _bool,
     "live_reload_port": _port,
 }
 
@@ -263,6 +264,6 @@ _FOR: dict[str, Command] = {
         "run",
     ),
     **{o.name: "run" for o in OPTIONS if not o.serve},
-    **dict.fromkeys(["live_reload", "static_dir"], "serve"),
+    **dict.fromkeys(["live_reload", "static_dir", "warm_imports"], "serve"),
 }
 """The keys only one command takes; the others (the watcher's) are for both."""

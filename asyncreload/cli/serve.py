@@ -54,6 +54,18 @@ Starlette/FastAPI StaticFiles mounts, Flask static folders, Django's
 STATICFILES_DIRS and app static/ dirs; --static-dir names more.
 
 \b
+Warm imports (on by default): the standby has imported the app's modules
+before you save; the change's modules, and every module that imports one of
+them, are dropped and imported again, the rest are kept, and each worker is
+still a fresh process. Where that can't be sure, the whole app is imported
+again in a fresh worker, and the log line says why: a removed module, the
+env file, a C extension, a module Django's app registry holds (models,
+admin, settings), a module that third-party code loaded, an import that
+fails over the kept modules. A file the app reads at import (a JSON, a YAML)
+counts as its module's. An app that prints at import prints when the
+standby starts, not when you save. Never with --reload-strategy restart.
+
+\b
 Reload strategies:
   overlap  (default) the new code is imported in a fresh worker while the
            old one keeps serving; the old one is stopped once the new one
@@ -253,6 +265,14 @@ def _uvicorn_options(f: Any) -> Any:
     "without a new worker. Those of StaticFiles mounts, Flask and Django are found.",
 )
 @click.option(
+    "--warm-imports/--no-warm-imports",
+    default=True,
+    show_default=True,
+    help="The standby imports the app's own modules ahead of time, and a change imports again "
+    "only the modules it reaches (those that import a changed one, directly or not); the "
+    "log line says which. Off: each reload imports the whole app. See below.",
+)
+@click.option(
     "--reload-strategy",
     type=click.Choice(["overlap", "restart"]),
     default="overlap",
@@ -291,7 +311,8 @@ def serve_command(
     # The app is imported from, and every relative path resolved in, the current directory:
     # gone, nothing would work (one line, exit 2, rather than a traceback at the first use).
     current_directory()
-    # [tool.asyncreload]'s live-reload, static-dir and watcher settings; run's keys are run's.
+    # [tool.asyncreload]'s live-reload, static-dir, warm-imports and watcher settings; run's
+    # keys are run's.
     options = with_config(ctx, options, "serve", needed=False, params={"static_dir": "static_dirs"})
     if options["static_dirs"] and not options["live_reload"]:
         logging.getLogger("asyncreload.serve").warning(
