@@ -26,8 +26,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import NamedTuple
@@ -37,13 +36,22 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream, TaskStatus
 
-from .. import _platform
 from .._exceptions import WatchPathError
-from .._platform import DIR_FLAGS
 from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
 from .paths import below, filter_relpath
+from .poll_read import _OpenDir, _restat, _stat_all, _stat_name
+from .snapshot import (
+    _GONE_ERRNOS,
+    DEAD_MOUNT_ERRNOS,
+    Problem,
+    Snapshot,
+    _Dir,
+    diff_files,
+    file_key,
+    same_content,
+)
 from .walk import Walked, pseudo_devices
 
 __all__ = [
@@ -59,38 +67,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("asyncreload.stat")
-
-FileKey = int
-"""What makes a file "changed": its mtime_ns, ctime_ns, size and inode, packed into one int by
-:func:`file_key`. One int, not a tuple: a snapshot of 100,000 files is then 100,000 fewer
-objects for the garbage collector to walk (whose pauses stall the event loop too) and ~10 MB
-less memory.
-
-The ctime catches an edit whose mtime was put back (``cp -p``, ``touch -r``, rsync); the inode, a
-file replaced by another within one timestamp tick. The inode is the lowest 64 bits, so
-:func:`same_content` can leave it out where inode numbers mean nothing: across a remount (sshfs
-hands out new ones), where the content metadata alone says what changed."""
-
-UNREADABLE: FileKey = -1
-"""The key of a listed file that could not be stat'ed yet (EACCES, ...): any real key differs."""
-
-
-def file_key(st: os.stat_result) -> FileKey:
-    """(mtime_ns, ctime_ns, size, inode) as one int, exactly: equal keys mean all are equal."""
-    return (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
-
-
-def same_content(a: FileKey, b: FileKey) -> bool:
-    """True if two keys agree on everything but the inode (for a file seen across a remount)."""
-    return a >> 64 == b >> 64
-
-
-DEAD_MOUNT_ERRNOS = frozenset(
-    {errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.EHOSTDOWN, errno.EIO}
-)
-"""errnos that mean "the file system is not answering", not "the path is gone"."""
-
-_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
 
 
 STREAM_AFTER = 0.05
@@ -124,87 +100,6 @@ mount that hung for a minute is polled at its normal pace as soon as it answers.
 # we read it (timestamps are coarse), so its listing is re-read next time even if the mtime
 # looks the same.
 _FRESH_NS = 2_000_000_000
-
-
-@dataclass(frozen=True)
-class _Dir:
-    """What a sweep saw in one directory. Never changed once made: a later sweep that finds the
-    directory as it was carries this same object over, so an idle sweep allocates next to
-    nothing (and leaves the garbage collector, whose pauses stall the event loop, nothing to do).
-    """
-
-    mtime_ns: int
-    ino: int
-    trusted: bool
-    """Old enough that an unchanged mtime proves an unchanged listing."""
-    subdirs: tuple[str, ...]
-    """Names of the subdirectories to walk (filtered)."""
-    files: dict[str, FileKey]
-    """Each file's key by name (filtered); never mutated once the record is made."""
-    dev: int = 0
-    """The directory's st_dev: when it changes, the file system was remounted (or replaced)."""
-    links: frozenset[str] = frozenset()
-    """The subdirectories reached through a symlink (walked after the others: see walk.py)."""
-
-
-@dataclass
-class Snapshot:
-    """What one sweep saw: each directory's record, by path."""
-
-    dirs: dict[str, _Dir] = field(default_factory=dict)
-    loose: dict[str, FileKey] = field(default_factory=dict)
-    """A root that is a single file rather than a directory."""
-
-    @property
-    def files(self) -> dict[str, FileKey]:
-        """Every file's key by full path (built on demand; for tests and messages)."""
-        files = dict(self.loose)
-        for path, d in self.dirs.items():
-            base = below(path)
-            for name, key in d.files.items():
-                files[base + name] = key
-        return files
-
-    def count(self) -> int:
-        """How many files the sweep saw."""
-        return len(self.loose) + sum(len(d.files) for d in self.dirs.values())
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A directory (or root) that could not be read in a sweep; its last known state was kept."""
-
-    path: str
-    error: OSError
-
-    @property
-    def dead_mount(self) -> bool:
-        """True if the file system stopped answering (a killed FUSE daemon, a lost server)."""
-        return self.error.errno in DEAD_MOUNT_ERRNOS
-
-
-def diff_files(
-    base: str, old: dict[str, FileKey], new: dict[str, FileKey], *, remounted: bool = False
-) -> list[Change]:
-    """The changes that turn one directory's files ``old`` into ``new`` (keys are names).
-
-    ``remounted``: the directory is on a new device since ``old`` was seen, so inode numbers
-    don't count (a remount renumbers them; only content metadata says what changed).
-
-    >>> [(c.kind.value, c.path) for c in diff_files("/r/", {"x": 1, "y": 2}, {"x": 5, "z": 3})]
-    [('modified', '/r/x'), ('added', '/r/z'), ('deleted', '/r/y')]
-    """
-    changes = []
-    for name, key in new.items():
-        before = old.get(name)
-        if before is None:
-            changes.append(Change(ChangeKind.ADDED, base + name, Source.STAT))
-        elif before != key and not (remounted and same_content(before, key)):
-            changes.append(Change(ChangeKind.MODIFIED, base + name, Source.STAT))
-    changes.extend(
-        Change(ChangeKind.DELETED, base + name, Source.STAT) for name in old.keys() - new.keys()
-    )
-    return changes
 
 
 class Sweep(NamedTuple):
@@ -640,152 +535,6 @@ class _Walk:
 
 
 _NO_LINKS: frozenset[str] = frozenset()
-
-
-class _OpenDir:
-    """A directory open for one read: its own stat, its listing, and how to stat its entries.
-
-    Through a descriptor where the system has them (:data:`asyncreload._platform.DIR_FD`):
-    ``stat(name, dir_fd=fd)``, and the kernel resolves one name, not the whole path again. On
-    FUSE, where each component costs a round trip to the daemon, that makes a sweep 2-3x faster.
-    Elsewhere (Windows) by path, ``stat(prefix + name)``, with the listing opened at once as the
-    descriptor is: a directory that can't be read fails here either way, before its files are
-    stat'ed (and its subdirectories walked). Raises ENOTDIR if ``path`` is not a directory.
-    """
-
-    __slots__ = ("_listing", "fd", "prefix", "st")
-
-    def __init__(self, path: str) -> None:
-        fd: int | None = None
-        if _platform.DIR_FD:
-            fd = os.open(path, DIR_FLAGS)  # O_DIRECTORY, where there is one: ENOTDIR for a file
-            try:
-                st = os.fstat(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-        else:
-            st = os.stat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            if fd is not None:
-                os.close(fd)
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-        self.st = st
-        self.fd = fd
-        """The descriptor the entries are stat'ed through (``dir_fd``); None: by path."""
-        self.prefix = "" if fd is not None else below(path)
-        """What an entry's name goes after to stat it: nothing through ``fd``, else the path."""
-        self._listing = None if fd is not None else os.scandir(path)
-
-    def listing(self) -> AbstractContextManager[Iterator[os.DirEntry[str]]]:
-        """The entries, to be read once."""
-        if self.fd is not None:
-            # scandir(fd) consumes the descriptor's position, not the descriptor: ours stays open.
-            return os.scandir(self.fd)
-        assert self._listing is not None
-        return self._listing
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-        if self._listing is not None:
-            self._listing.close()
-
-
-def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
-    """``name``'s stat (in directory ``fd``, if given); None if it is gone.
-
-    A dangling or looping symlink is watched as the link itself. Any other error raises: a
-    file that can't be stat'ed (EACCES, EPERM, ETIMEDOUT, ...) has not gone away, and a file
-    system that stopped answering is a problem for the whole directory.
-    """
-    try:
-        return os.stat(name, dir_fd=fd)
-    except OSError as e:
-        if e.errno == errno.ELOOP or e.errno in _GONE_ERRNOS:
-            try:
-                return os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError as e2:
-                if e2.errno in _GONE_ERRNOS:
-                    return None
-                raise
-        raise
-
-
-def _stat_all(
-    opened: _OpenDir, entries: list[tuple[str, bool]], known: dict[str, FileKey]
-) -> tuple[tuple[str, ...], dict[str, FileKey], OSError | None]:
-    """Stat every listed file; return the subdirectories to walk, the files' keys, and the
-    first error that left a file with its ``known`` key (or :data:`UNREADABLE`)."""
-    subdirs = []
-    files = {}
-    unreadable = None
-    fd, prefix = opened.fd, opened.prefix
-    for name, is_dir in entries:
-        if is_dir:
-            subdirs.append(name)
-            continue
-        try:
-            st = _stat_name(prefix + name, fd)
-        except OSError as e:
-            if e.errno in DEAD_MOUNT_ERRNOS:
-                raise
-            files[name] = known.get(name, UNREADABLE)
-            unreadable = unreadable or e
-            continue
-        if st is None:
-            continue  # vanished between the listing and the stat
-        if stat.S_ISDIR(st.st_mode):  # a symlink to a directory, or a type change
-            subdirs.append(name)
-        else:
-            files[name] = file_key(st)
-    return tuple(subdirs), files, unreadable
-
-
-def _restat(
-    opened: _OpenDir, base: str, known: dict[str, FileKey], *, remounted: bool = False
-) -> tuple[dict[str, FileKey], list[Change], OSError | None] | None:
-    """Stat the files of a directory whose listing is unchanged, and compare.
-
-    This is the hot loop of every idle sweep, so it does no more than a reloader with a fixed
-    file list would: one stat and one comparison per file. Returns ``known`` itself when nothing
-    changed; None if a name turned into a directory (the listing must be read again). A file
-    that can't be stat'ed keeps its key; the first such error is returned. ``remounted``: a new
-    inode number alone is taken in quietly (see :func:`diff_files`).
-    """
-    changed: dict[str, FileKey] | None = None
-    changes = []
-    unreadable = None
-    stat_, fd, prefix = os.stat, opened.fd, opened.prefix
-    for name, key in known.items():
-        try:
-            st = stat_(prefix + name, dir_fd=fd)
-        except OSError:
-            try:
-                retried = _stat_name(prefix + name, fd)
-            except OSError as e:
-                if e.errno in DEAD_MOUNT_ERRNOS:
-                    raise
-                unreadable = unreadable or e
-                continue
-            if retried is None:  # deleted since we read the directory's mtime
-                if changed is None:
-                    changed = dict(known)
-                del changed[name]
-                changes.append(Change(ChangeKind.DELETED, base + name, Source.STAT))
-                continue
-            st = retried
-        # file_key(), inlined: the call alone is a fifth of this loop's time.
-        new_key = (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
-        if new_key != key:
-            if stat.S_ISDIR(st.st_mode):
-                return None
-            if changed is None:
-                changed = dict(known)
-            changed[name] = new_key
-            if not (remounted and same_content(key, new_key)):
-                changes.append(Change(ChangeKind.MODIFIED, base + name, Source.STAT))
-    return (known if changed is None else changed), changes, unreadable
 
 
 @dataclass
