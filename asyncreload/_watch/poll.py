@@ -14,7 +14,8 @@ Two layers:
   hung mount never keeps the process alive, and one target's threads never wait for another's.
   A target that stops answering gets one warning, and one line when it answers again.
 
-:func:`diff_files` is the pure core of the comparison, for a directory whose listing changed.
+What a sweep saw, and the pure core of the comparison (:func:`~.snapshot.diff_files`), are in
+:mod:`.snapshot`; how one directory is opened, listed and stat'ed, in :mod:`.poll_read`.
 """
 
 from __future__ import annotations
@@ -41,30 +42,19 @@ from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
 from .paths import below, filter_relpath
-from .poll_read import _OpenDir, _restat, _stat_all, _stat_name
+from .poll_read import OpenDir, restat, stat_all, stat_name
 from .snapshot import (
-    _GONE_ERRNOS,
-    DEAD_MOUNT_ERRNOS,
+    GONE_ERRNOS,
+    DirRecord,
     Problem,
     Snapshot,
-    _Dir,
     diff_files,
     file_key,
     same_content,
 )
 from .walk import Walked, pseudo_devices
 
-__all__ = [
-    "DEAD_MOUNT_ERRNOS",
-    "Problem",
-    "Snapshot",
-    "Sweep",
-    "Sweeper",
-    "diff_files",
-    "file_key",
-    "pause_after",
-    "poll",
-]
+__all__ = ["Sweep", "Sweeper", "pause_after", "poll"]
 
 log = logging.getLogger("asyncreload.stat")
 
@@ -361,7 +351,7 @@ class _Walk:
             )
         return Sweep(self.new, self.changes, self.problems, self.touched, self.cpu, self.waited)
 
-    def _subtree(self, path: str) -> list[tuple[str, _Dir]]:
+    def _subtree(self, path: str) -> list[tuple[str, DirRecord]]:
         """The last sweep's records of ``path`` and everything below it."""
         old = self.old.dirs
         found = []
@@ -400,11 +390,11 @@ class _Walk:
     def _read_dir(self, path: str, link: str | None) -> tuple[list[_Queued], list[Change]]:
         """Compare ``path`` with the last sweep; return its subdirectories to walk, and changes."""
         try:
-            opened = _OpenDir(path)
+            opened = OpenDir(path)
         except OSError as e:
             if e.errno == errno.ENOTDIR and path == self.sweeper.root:
                 return [], self._read_root_file(path)
-            if e.errno in _GONE_ERRNOS:
+            if e.errno in GONE_ERRNOS:
                 return [], self._gone(path)
             self._problem(path, e)
             return [], []
@@ -413,7 +403,7 @@ class _Walk:
         except WatchPathError:
             raise  # the walk grew too large: not a directory's problem, the target's
         except OSError as e:
-            if e.errno in _GONE_ERRNOS:
+            if e.errno in GONE_ERRNOS:
                 return [], self._gone(path)
             self._problem(path, e)
             return [], []
@@ -424,7 +414,7 @@ class _Walk:
         try:
             st = os.stat(path)
         except OSError as e:
-            if e.errno not in _GONE_ERRNOS:
+            if e.errno not in GONE_ERRNOS:
                 self._problem(path, e)
             return []
         key = self.new.loose[path] = file_key(st)
@@ -437,7 +427,7 @@ class _Walk:
         return changes
 
     def _read_open_dir(
-        self, path: str, opened: _OpenDir, link: str | None
+        self, path: str, opened: OpenDir, link: str | None
     ) -> tuple[list[_Queued], list[Change]]:
         st = opened.st
         with self.cond:
@@ -463,9 +453,9 @@ class _Walk:
             and before.ino == st.st_ino
         ):
             # The listing is as it was: only the files it names can have changed.
-            restat = _restat(opened, base, before.files, remounted=remounted)
-            if restat is not None:
-                files, changes, unreadable = restat
+            restated = restat(opened, base, before.files, remounted=remounted)
+            if restated is not None:
+                files, changes, unreadable = restated
                 if remounted:
                     record = replace(before, files=files, dev=st.st_dev)
                 else:
@@ -474,8 +464,8 @@ class _Walk:
             known = before.files if before is not None else {}
             links: set[str] = set()
             entries = self._list(path, opened, links)
-            subdirs, files, unreadable = _stat_all(opened, entries, known)
-            record = _Dir(
+            subdirs, files, unreadable = stat_all(opened, entries, known)
+            record = DirRecord(
                 st.st_mtime_ns,
                 st.st_ino,
                 self.now_ns - st.st_mtime_ns > _FRESH_NS,
@@ -506,7 +496,7 @@ class _Walk:
             for name in record.subdirs
         ], changes
 
-    def _list(self, path: str, opened: _OpenDir, links: set[str]) -> list[tuple[str, bool]]:
+    def _list(self, path: str, opened: OpenDir, links: set[str]) -> list[tuple[str, bool]]:
         sweeper = self.sweeper
         excludes = sweeper.excludes
         walks = sweeper.filter.walks
@@ -645,7 +635,7 @@ class _HotSet:
                 del self.paths[path]  # gone, or a directory: the sweep's business
                 continue
             try:
-                st = _stat_name(path)
+                st = stat_name(path)
             except OSError:
                 continue  # can't be read now (denied, not answering): the sweep reports that
             if st is None:
@@ -674,7 +664,7 @@ def _same_device(path: str, dev: int) -> bool:
         try:
             return os.stat(path).st_dev == dev
         except OSError as e:
-            if e.errno not in _GONE_ERRNOS:
+            if e.errno not in GONE_ERRNOS:
                 return True  # not answering: not an unmount
         # Gone: with its directory (on dev still), or unmounted (the mount point, on another).
         parent = os.path.dirname(path)

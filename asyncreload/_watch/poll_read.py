@@ -1,5 +1,5 @@
-"""One directory read by the stat poller: opened through a descriptor or by path, listed, and
-its files stat'ed.
+"""One directory as the stat poller reads it: opened through a descriptor or by path (the one
+place that knows which), listed, and its files stat'ed into keys (:mod:`.snapshot`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from .. import _platform
 from .._platform import DIR_FLAGS
 from .._types import Change, ChangeKind, Source
 from .paths import below
-from .snapshot import _GONE_ERRNOS, DEAD_MOUNT_ERRNOS, UNREADABLE, FileKey, file_key, same_content
+from .snapshot import DEAD_MOUNT_ERRNOS, GONE_ERRNOS, UNREADABLE, FileKey, file_key, same_content
 
-__all__: list[str] = []
+__all__ = ["OpenDir", "restat", "stat_all", "stat_name"]
 
 
-class _OpenDir:
+class OpenDir:
     """A directory open for one read: its own stat, its listing, and how to stat its entries.
 
     Through a descriptor where the system has them (:data:`asyncreload._platform.DIR_FD`):
@@ -69,7 +69,7 @@ class _OpenDir:
             self._listing.close()
 
 
-def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
+def stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
     """``name``'s stat (in directory ``fd``, if given); None if it is gone.
 
     A dangling or looping symlink is watched as the link itself. Any other error raises: a
@@ -79,18 +79,18 @@ def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=fd)
     except OSError as e:
-        if e.errno == errno.ELOOP or e.errno in _GONE_ERRNOS:
+        if e.errno == errno.ELOOP or e.errno in GONE_ERRNOS:
             try:
                 return os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError as e2:
-                if e2.errno in _GONE_ERRNOS:
+                if e2.errno in GONE_ERRNOS:
                     return None
                 raise
         raise
 
 
-def _stat_all(
-    opened: _OpenDir, entries: list[tuple[str, bool]], known: dict[str, FileKey]
+def stat_all(
+    opened: OpenDir, entries: list[tuple[str, bool]], known: dict[str, FileKey]
 ) -> tuple[tuple[str, ...], dict[str, FileKey], OSError | None]:
     """Stat every listed file; return the subdirectories to walk, the files' keys, and the
     first error that left a file with its ``known`` key (or :data:`UNREADABLE`)."""
@@ -103,7 +103,7 @@ def _stat_all(
             subdirs.append(name)
             continue
         try:
-            st = _stat_name(prefix + name, fd)
+            st = stat_name(prefix + name, fd)
         except OSError as e:
             if e.errno in DEAD_MOUNT_ERRNOS:
                 raise
@@ -119,8 +119,8 @@ def _stat_all(
     return tuple(subdirs), files, unreadable
 
 
-def _restat(
-    opened: _OpenDir, base: str, known: dict[str, FileKey], *, remounted: bool = False
+def restat(
+    opened: OpenDir, base: str, known: dict[str, FileKey], *, remounted: bool = False
 ) -> tuple[dict[str, FileKey], list[Change], OSError | None] | None:
     """Stat the files of a directory whose listing is unchanged, and compare.
 
@@ -139,7 +139,7 @@ def _restat(
             st = stat_(prefix + name, dir_fd=fd)
         except OSError:
             try:
-                retried = _stat_name(prefix + name, fd)
+                retried = stat_name(prefix + name, fd)
             except OSError as e:
                 if e.errno in DEAD_MOUNT_ERRNOS:
                     raise

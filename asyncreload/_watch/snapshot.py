@@ -1,5 +1,8 @@
 """What a sweep of the stat poller saw (pure): each file's key, each directory's record, and
-the difference between two of them.
+the difference between two records' files.
+
+Nothing here touches the file system: :mod:`.poll_read` reads a directory, :mod:`.poll` walks
+the tree and compares each directory it reads with the last :class:`Snapshot`'s record of it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from .paths import below
 
 __all__ = [
     "DEAD_MOUNT_ERRNOS",
+    "GONE_ERRNOS",
     "UNREADABLE",
+    "DirRecord",
     "FileKey",
     "Problem",
     "Snapshot",
@@ -21,7 +26,6 @@ __all__ = [
     "file_key",
     "same_content",
 ]
-
 
 FileKey = int
 """What makes a file "changed": its mtime_ns, ctime_ns, size and inode, packed into one int by
@@ -53,11 +57,12 @@ DEAD_MOUNT_ERRNOS = frozenset(
 )
 """errnos that mean "the file system is not answering", not "the path is gone"."""
 
-_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
+GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
+"""errnos that mean "the path is not there (any more)"."""
 
 
 @dataclass(frozen=True)
-class _Dir:
+class DirRecord:
     """What a sweep saw in one directory. Never changed once made: a later sweep that finds the
     directory as it was carries this same object over, so an idle sweep allocates next to
     nothing (and leaves the garbage collector, whose pauses stall the event loop, nothing to do).
@@ -81,7 +86,7 @@ class _Dir:
 class Snapshot:
     """What one sweep saw: each directory's record, by path."""
 
-    dirs: dict[str, _Dir] = field(default_factory=dict)
+    dirs: dict[str, DirRecord] = field(default_factory=dict)
     loose: dict[str, FileKey] = field(default_factory=dict)
     """A root that is a single file rather than a directory."""
 
