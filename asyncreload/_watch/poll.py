@@ -37,18 +37,16 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream, TaskStatus
 
-from .._exceptions import WatchPathError
 from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
-from .paths import below, filter_relpath
-from .poll_read import OpenDir, restat, stat_all, stat_name
+from .paths import filter_relpath
+from .poll_compare import _Compare, _Queued
+from .poll_read import stat_name
 from .snapshot import (
     GONE_ERRNOS,
-    DirRecord,
     Problem,
     Snapshot,
-    diff_files,
     file_key,
     same_content,
 )
@@ -85,11 +83,6 @@ STALL = 1.0
 """A gap this long between two directories read is waiting on the file system, not work: it
 does not stretch the pause after the sweep (which is at least the sweep's working time), so a
 mount that hung for a minute is polled at its normal pace as soon as it answers."""
-
-# A directory whose mtime is this recent may still change within the same timestamp tick after
-# we read it (timestamps are coarse), so its listing is re-read next time even if the mtime
-# looks the same.
-_FRESH_NS = 2_000_000_000
 
 
 class Sweep(NamedTuple):
@@ -216,40 +209,28 @@ def _sender(
     return deliver
 
 
-_Queued = tuple[str, str | None]
-"""A directory to read, and the first symlink on the way to it (None: reached without one)."""
-
-
 class _Walk:
     """One sweep's shared state: a queue of directories that worker threads drain."""
 
     def __init__(self, sweeper: Sweeper, old: Snapshot | None, stop: threading.Event) -> None:
         self.sweeper = sweeper
-        self.first = old is None
-        self.old = old or Snapshot()
         self.stop = stop
-        self.new = Snapshot()
         self.changes: list[Change] = []
         self.touched: list[str] = []
-        self.problems: list[Problem] = []
         # Directories to read: those reached without a symlink first, then the others (see
         # walk.py: a link to a directory of the tree must not take it from its real path).
         self.queue: list[_Queued] = [(sweeper.root, None)]
         self.linked: list[_Queued] = []
         self.pending = 1  # directories queued or being read
         self.reading_unlinked = 0  # of those, being read and reached without a symlink
-        self.walked: Walked | None = None
         self.cond = threading.Condition()
-        self.now_ns = time.time_ns()
+        self.compare = _Compare(sweeper, old, self.cond)
         self.deliver: Callable[[list[Change]], None] | None = None
         self.stream_at = time.monotonic() + STREAM_AFTER
         self.cpu = 0.0
         self.heard: Callable[[], None] | None = None
         self.answered = time.monotonic()  # when the file system last answered
         self.waited = 0.0
-        self.root_dev: int | None = None
-        self.held = False
-        self.renumbered = sweeper.renumbered
 
     def halt(self) -> None:
         """Stop the walk: the threads waiting for work leave, the others after their directory."""
@@ -261,9 +242,11 @@ class _Walk:
         began = time.thread_time()
         try:
             with self.cond:
-                if self.walked is None:
+                if self.compare.walked is None:
                     sweeper = self.sweeper
-                    self.walked = Walked(sweeper.root, sweeper.filter_root, sweeper.pseudo())
+                    self.compare.walked = Walked(
+                        sweeper.root, sweeper.filter_root, sweeper.pseudo()
+                    )
             self._drain()
         finally:
             spent = time.thread_time() - began
@@ -287,7 +270,7 @@ class _Walk:
                 self.deliver(ready)
             if job is None:
                 continue
-            subdirs, changes = self._read_dir(*job)
+            subdirs, changes = self.compare._read_dir(*job)
             if self.heard is not None:
                 self.heard()
             with cond:
@@ -300,7 +283,7 @@ class _Walk:
                 for sub in subdirs:
                     (self.queue if sub[1] is None else self.linked).append(sub)
                 self.pending += len(subdirs) - 1
-                if changes and not self.first:
+                if changes and not self.compare.first:
                     self.changes.extend(changes)
                     self.touched.extend(c.path for c in changes if c.kind is not ChangeKind.DELETED)
                 cond.notify_all()
@@ -335,196 +318,30 @@ class _Walk:
         return ready
 
     def result(self) -> Sweep:
-        if (self.stop.is_set() and (self.pending or self.queue or self.linked)) or self.held:
+        if (
+            self.stop.is_set() and (self.pending or self.queue or self.linked)
+        ) or self.compare.held:
             # Interrupted: a partial walk must not read as "everything else was deleted". Held:
             # an unmounted root's empty mount point must not either.
-            return Sweep(self.old, [], [], [], self.cpu, self.waited)
-        if self.root_dev is not None:
-            self.sweeper.device = self.root_dev
-        if self.renumbered:
+            return Sweep(self.compare.old, [], [], [], self.cpu, self.waited)
+        if self.compare.root_dev is not None:
+            self.sweeper.device = self.compare.root_dev
+        if self.compare.renumbered:
             # Only what this walk took in: the mount table may have changed since it began.
             self.sweeper.renumbered = False
-        if not self.first:
+        if not self.compare.first:
             self.changes.extend(
                 Change(ChangeKind.DELETED, path, Source.STAT)
-                for path in self.old.loose.keys() - self.new.loose.keys()
+                for path in self.compare.old.loose.keys() - self.compare.new.loose.keys()
             )
-        return Sweep(self.new, self.changes, self.problems, self.touched, self.cpu, self.waited)
-
-    def _subtree(self, path: str) -> list[tuple[str, DirRecord]]:
-        """The last sweep's records of ``path`` and everything below it."""
-        old = self.old.dirs
-        found = []
-        stack = [path]
-        while stack:
-            p = stack.pop()
-            d = old.get(p)
-            if d is not None:
-                found.append((p, d))
-                base = below(p)
-                stack.extend(base + name for name in d.subdirs)
-        return found
-
-    def _keep_old(self, path: str) -> None:
-        """Carry the last known state of everything under ``path`` into the new snapshot."""
-        for p, d in self._subtree(path):
-            self.new.dirs[p] = d
-        if path in self.old.loose:
-            self.new.loose[path] = self.old.loose[path]
-
-    def _gone(self, path: str) -> list[Change]:
-        """``path`` is no longer there: everything the last sweep saw under it is deleted."""
-        changes: list[Change] = []
-        for p, d in self._subtree(path):
-            base = below(p)
-            changes.extend(Change(ChangeKind.DELETED, base + name, Source.STAT) for name in d.files)
-            if self.sweeper.report_dir(p):
-                changes.append(Change(ChangeKind.DELETED, p, Source.STAT))
-        return changes
-
-    def _problem(self, path: str, error: OSError) -> None:
-        self._keep_old(path)
-        with self.cond:
-            self.problems.append(Problem(path, error))
-
-    def _read_dir(self, path: str, link: str | None) -> tuple[list[_Queued], list[Change]]:
-        """Compare ``path`` with the last sweep; return its subdirectories to walk, and changes."""
-        try:
-            opened = OpenDir(path)
-        except OSError as e:
-            if e.errno == errno.ENOTDIR and path == self.sweeper.root:
-                return [], self._read_root_file(path)
-            if e.errno in GONE_ERRNOS:
-                return [], self._gone(path)
-            self._problem(path, e)
-            return [], []
-        try:
-            return self._read_open_dir(path, opened, link)
-        except WatchPathError:
-            raise  # the walk grew too large: not a directory's problem, the target's
-        except OSError as e:
-            if e.errno in GONE_ERRNOS:
-                return [], self._gone(path)
-            self._problem(path, e)
-            return [], []
-        finally:
-            opened.close()
-
-    def _read_root_file(self, path: str) -> list[Change]:
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            if e.errno not in GONE_ERRNOS:
-                self._problem(path, e)
-            return []
-        key = self.new.loose[path] = file_key(st)
-        changes = self._gone(path)  # it was a directory last time
-        before = self.old.loose.get(path)
-        if before is None:
-            changes.append(Change(ChangeKind.ADDED, path, Source.STAT))
-        elif before != key:
-            changes.append(Change(ChangeKind.MODIFIED, path, Source.STAT))
-        return changes
-
-    def _read_open_dir(
-        self, path: str, opened: OpenDir, link: str | None
-    ) -> tuple[list[_Queued], list[Change]]:
-        st = opened.st
-        with self.cond:
-            assert self.walked is not None
-            if not self.walked.enter(path, st.st_dev, st.st_ino, link):
-                return [], []  # a pseudo file system, or a directory walked by another path
-        base = below(path)
-        if path == self.sweeper.root:
-            if self.sweeper.holds(st.st_dev):
-                self.held = True
-                return [], []
-            self.root_dev = st.st_dev
-
-        before = self.old.dirs.get(path)
-        remounted = before is not None and (before.dev != st.st_dev or self.renumbered)
-        record = None
-        changes: list[Change] = []
-        unreadable: OSError | None = None
-        if (
-            before is not None
-            and before.trusted
-            and before.mtime_ns == st.st_mtime_ns
-            and before.ino == st.st_ino
-        ):
-            # The listing is as it was: only the files it names can have changed.
-            restated = restat(opened, base, before.files, remounted=remounted)
-            if restated is not None:
-                files, changes, unreadable = restated
-                if remounted:
-                    record = replace(before, files=files, dev=st.st_dev)
-                else:
-                    record = before if files is before.files else replace(before, files=files)
-        if record is None:
-            known = before.files if before is not None else {}
-            links: set[str] = set()
-            entries = self._list(path, opened, links)
-            subdirs, files, unreadable = stat_all(opened, entries, known)
-            record = DirRecord(
-                st.st_mtime_ns,
-                st.st_ino,
-                self.now_ns - st.st_mtime_ns > _FRESH_NS,
-                subdirs,
-                files,
-                links=frozenset(links.intersection(subdirs)) if links else _NO_LINKS,
-                dev=st.st_dev,
-            )
-            if before is None:
-                if not self.first and self.sweeper.report_dir(path):
-                    changes.append(Change(ChangeKind.ADDED, path, Source.STAT))
-                changes.extend(diff_files(base, {}, files))
-            else:
-                # Subdirectories gone first: one replaced by a file of the same name is then
-                # deleted and added again, which the merge folds into "modified".
-                for name in set(before.subdirs).difference(subdirs):
-                    changes.extend(self._gone(base + name))
-                changes.extend(diff_files(base, before.files, files, remounted=remounted))
-        if unreadable is not None:
-            # Not a deletion: the files keep their last known keys and are stat'ed again each
-            # sweep; the directory is reported (once) until they can be read.
-            with self.cond:
-                self.problems.append(Problem(path, unreadable))
-        self.new.dirs[path] = record
-        linked = record.links
-        return [
-            (base + name, link or (base + name if name in linked else None))
-            for name in record.subdirs
-        ], changes
-
-    def _list(self, path: str, opened: OpenDir, links: set[str]) -> list[tuple[str, bool]]:
-        sweeper = self.sweeper
-        excludes = sweeper.excludes
-        walks = sweeper.filter.walks
-        accepts = sweeper.filter
-        relative = sweeper.relative
-        base = below(path)
-        entries = []
-        with opened.listing() as it:
-            for entry in it:
-                child = base + entry.name
-                try:
-                    # follow_symlinks=False would treat a symlinked source dir as a file;
-                    # where links lead is the walk rule's business (walk.py).
-                    is_dir = entry.is_dir()
-                    if is_dir and entry.is_symlink():
-                        links.add(entry.name)
-                except OSError:
-                    is_dir = False
-                if is_dir:
-                    if child in excludes or not walks(relative(child)):
-                        continue
-                elif not accepts(relative(child)):
-                    continue
-                entries.append((entry.name, is_dir))
-        return entries
-
-
-_NO_LINKS: frozenset[str] = frozenset()
+        return Sweep(
+            self.compare.new,
+            self.changes,
+            self.compare.problems,
+            self.touched,
+            self.cpu,
+            self.waited,
+        )
 
 
 @dataclass
