@@ -14,8 +14,10 @@ Two layers:
   hung mount never keeps the process alive, and one target's threads never wait for another's.
   A target that stops answering gets one warning, and one line when it answers again.
 
-What a sweep saw, and the pure core of the comparison (:func:`~.snapshot.diff_files`), are in
-:mod:`.snapshot`; how one directory is opened, listed and stat'ed, in :mod:`.poll_read`.
+The rest of a sweep is in three modules, in the order of the data flow: how one directory is
+opened, listed and stat'ed (:mod:`.poll_read`); how it is compared with the last sweep's record
+of it (:mod:`.poll_compare`); what a sweep saw, and the pure core of the comparison
+(:mod:`.snapshot`, :func:`~.snapshot.diff_files`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
 from .paths import filter_relpath
-from .poll_compare import _Compare, _Queued
+from .poll_compare import Comparison, Queued
 from .poll_read import stat_name
 from .snapshot import (
     GONE_ERRNOS,
@@ -50,7 +52,7 @@ from .snapshot import (
     file_key,
     same_content,
 )
-from .walk import Walked, pseudo_devices
+from .walk import pseudo_devices
 
 __all__ = ["Sweep", "Sweeper", "pause_after", "poll"]
 
@@ -210,7 +212,9 @@ def _sender(
 
 
 class _Walk:
-    """One sweep's shared state: a queue of directories that worker threads drain."""
+    """One sweep's walk: worker threads drain a queue of directories, each read and compared
+    with the last sweep by :class:`.poll_compare.Comparison`, and the changes are gathered (or,
+    past :data:`STREAM_AFTER`, sent as they come)."""
 
     def __init__(self, sweeper: Sweeper, old: Snapshot | None, stop: threading.Event) -> None:
         self.sweeper = sweeper
@@ -219,12 +223,12 @@ class _Walk:
         self.touched: list[str] = []
         # Directories to read: those reached without a symlink first, then the others (see
         # walk.py: a link to a directory of the tree must not take it from its real path).
-        self.queue: list[_Queued] = [(sweeper.root, None)]
-        self.linked: list[_Queued] = []
+        self.queue: list[Queued] = [(sweeper.root, None)]
+        self.linked: list[Queued] = []
         self.pending = 1  # directories queued or being read
         self.reading_unlinked = 0  # of those, being read and reached without a symlink
         self.cond = threading.Condition()
-        self.compare = _Compare(sweeper, old, self.cond)
+        self.compare = Comparison(sweeper, old)
         self.deliver: Callable[[list[Change]], None] | None = None
         self.stream_at = time.monotonic() + STREAM_AFTER
         self.cpu = 0.0
@@ -241,12 +245,7 @@ class _Walk:
     def run(self) -> None:
         began = time.thread_time()
         try:
-            with self.cond:
-                if self.compare.walked is None:
-                    sweeper = self.sweeper
-                    self.compare.walked = Walked(
-                        sweeper.root, sweeper.filter_root, sweeper.pseudo()
-                    )
+            self.compare.begin()
             self._drain()
         finally:
             spent = time.thread_time() - began
@@ -270,7 +269,7 @@ class _Walk:
                 self.deliver(ready)
             if job is None:
                 continue
-            subdirs, changes = self.compare._read_dir(*job)
+            subdirs, changes = self.compare.read(*job)
             if self.heard is not None:
                 self.heard()
             with cond:
@@ -293,7 +292,7 @@ class _Walk:
         once every directory reached without one has been read."""
         return bool(self.queue or (self.linked and not self.reading_unlinked))
 
-    def _take_job(self) -> _Queued | None:
+    def _take_job(self) -> Queued | None:
         if self.queue:
             self.reading_unlinked += 1
             return self.queue.pop()
@@ -318,29 +317,14 @@ class _Walk:
         return ready
 
     def result(self) -> Sweep:
-        if (
-            self.stop.is_set() and (self.pending or self.queue or self.linked)
-        ) or self.compare.held:
+        compare = self.compare
+        if (self.stop.is_set() and (self.pending or self.queue or self.linked)) or compare.held:
             # Interrupted: a partial walk must not read as "everything else was deleted". Held:
             # an unmounted root's empty mount point must not either.
-            return Sweep(self.compare.old, [], [], [], self.cpu, self.waited)
-        if self.compare.root_dev is not None:
-            self.sweeper.device = self.compare.root_dev
-        if self.compare.renumbered:
-            # Only what this walk took in: the mount table may have changed since it began.
-            self.sweeper.renumbered = False
-        if not self.compare.first:
-            self.changes.extend(
-                Change(ChangeKind.DELETED, path, Source.STAT)
-                for path in self.compare.old.loose.keys() - self.compare.new.loose.keys()
-            )
+            return Sweep(compare.old, [], [], [], self.cpu, self.waited)
+        self.changes.extend(compare.finish())
         return Sweep(
-            self.compare.new,
-            self.changes,
-            self.compare.problems,
-            self.touched,
-            self.cpu,
-            self.waited,
+            compare.new, self.changes, compare.problems, self.touched, self.cpu, self.waited
         )
 
 

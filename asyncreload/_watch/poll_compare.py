@@ -1,4 +1,10 @@
-"""One directory of a sweep compared with the last sweep's record of it."""
+"""A sweep's new snapshot, made one directory at a time against the last one.
+
+:class:`Comparison` reads a directory (:mod:`.poll_read`), compares it with the last sweep's
+record of it (:mod:`.snapshot`), and says which subdirectories to read next; the walk
+(:class:`.poll._Walk`) decides which thread reads which directory, and when changes are sent.
+It may be called from several threads at once: each directory is read by one of them.
+"""
 
 from __future__ import annotations
 
@@ -19,23 +25,24 @@ from .walk import Walked
 if TYPE_CHECKING:
     from .poll import Sweeper
 
-__all__: list[str] = []
+__all__ = ["Comparison", "Queued"]
 
 # A directory whose mtime is this recent may still change within the same timestamp tick after
 # we read it (timestamps are coarse), so its listing is re-read next time even if the mtime
 # looks the same.
 _FRESH_NS = 2_000_000_000
 
-_Queued = tuple[str, str | None]
+Queued = tuple[str, str | None]
 """A directory to read, and the first symlink on the way to it (None: reached without one)."""
 
 _NO_LINKS: frozenset[str] = frozenset()
 
 
-class _Compare:
-    """One sweep's new snapshot, made one directory at a time against the last."""
+class Comparison:
+    """One sweep of ``sweeper``'s tree against ``old``, the last sweep's snapshot (None: this is
+    the first sweep, which reports no changes: there is nothing to compare with)."""
 
-    def __init__(self, sweeper: Sweeper, old: Snapshot | None, cond: threading.Condition) -> None:
+    def __init__(self, sweeper: Sweeper, old: Snapshot | None) -> None:
         self.sweeper = sweeper
         self.first = old is None
         self.old = old or Snapshot()
@@ -45,26 +52,38 @@ class _Compare:
         self.now_ns = time.time_ns()
         self.root_dev: int | None = None
         self.held = False
+        """The root turned up on another device, and the last known state is kept (see
+        :meth:`.poll.Sweeper.holds`): the new snapshot must not be taken."""
         self.renumbered = sweeper.renumbered
-        self.cond = cond
+        # Guards what threads share here: the walk rule's record, and the problems found.
+        self._lock = threading.Lock()
 
-    def _subtree(self, path: str) -> list[tuple[str, DirRecord]]:
-        """The last sweep's records of ``path`` and everything below it."""
-        old = self.old.dirs
-        found = []
-        stack = [path]
-        while stack:
-            p = stack.pop()
-            d = old.get(p)
-            if d is not None:
-                found.append((p, d))
-                base = below(p)
-                stack.extend(base + name for name in d.subdirs)
-        return found
+    def begin(self) -> None:
+        """Get ready to read directories (blocking: reads the mount table once); each thread of
+        the walk calls it, the first does the work."""
+        with self._lock:
+            if self.walked is None:
+                sweeper = self.sweeper
+                self.walked = Walked(sweeper.root, sweeper.filter_root, sweeper.pseudo())
+
+    def finish(self) -> list[Change]:
+        """Take in a whole walk's findings: the sweeper learns its root's device, and the changes
+        that only the whole walk can tell (a root that was a file and went) are returned."""
+        if self.root_dev is not None:
+            self.sweeper.device = self.root_dev
+        if self.renumbered:
+            # Only what this walk took in: the mount table may have changed since it began.
+            self.sweeper.renumbered = False
+        if self.first:
+            return []
+        return [
+            Change(ChangeKind.DELETED, path, Source.STAT)
+            for path in self.old.loose.keys() - self.new.loose.keys()
+        ]
 
     def _keep_old(self, path: str) -> None:
         """Carry the last known state of everything under ``path`` into the new snapshot."""
-        for p, d in self._subtree(path):
+        for p, d in self.old.subtree(path):
             self.new.dirs[p] = d
         if path in self.old.loose:
             self.new.loose[path] = self.old.loose[path]
@@ -72,7 +91,7 @@ class _Compare:
     def _gone(self, path: str) -> list[Change]:
         """``path`` is no longer there: everything the last sweep saw under it is deleted."""
         changes: list[Change] = []
-        for p, d in self._subtree(path):
+        for p, d in self.old.subtree(path):
             base = below(p)
             changes.extend(Change(ChangeKind.DELETED, base + name, Source.STAT) for name in d.files)
             if self.sweeper.report_dir(p):
@@ -81,10 +100,10 @@ class _Compare:
 
     def _problem(self, path: str, error: OSError) -> None:
         self._keep_old(path)
-        with self.cond:
+        with self._lock:
             self.problems.append(Problem(path, error))
 
-    def _read_dir(self, path: str, link: str | None) -> tuple[list[_Queued], list[Change]]:
+    def read(self, path: str, link: str | None) -> tuple[list[Queued], list[Change]]:
         """Compare ``path`` with the last sweep; return its subdirectories to walk, and changes."""
         try:
             opened = OpenDir(path)
@@ -125,10 +144,10 @@ class _Compare:
 
     def _read_open_dir(
         self, path: str, opened: OpenDir, link: str | None
-    ) -> tuple[list[_Queued], list[Change]]:
+    ) -> tuple[list[Queued], list[Change]]:
         st = opened.st
-        with self.cond:
-            assert self.walked is not None
+        with self._lock:
+            assert self.walked is not None, "begin() first"
             if not self.walked.enter(path, st.st_dev, st.st_ino, link):
                 return [], []  # a pseudo file system, or a directory walked by another path
         base = below(path)
@@ -184,7 +203,7 @@ class _Compare:
         if unreadable is not None:
             # Not a deletion: the files keep their last known keys and are stat'ed again each
             # sweep; the directory is reported (once) until they can be read.
-            with self.cond:
+            with self._lock:
                 self.problems.append(Problem(path, unreadable))
         self.new.dirs[path] = record
         linked = record.links

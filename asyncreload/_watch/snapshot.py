@@ -104,6 +104,25 @@ class Snapshot:
         """How many files the sweep saw."""
         return len(self.loose) + sum(len(d.files) for d in self.dirs.values())
 
+    def subtree(self, path: str) -> list[tuple[str, DirRecord]]:
+        """The records of ``path`` and everything below it.
+
+        >>> top, a = DirRecord(0, 1, True, ("a",), {}), DirRecord(0, 2, True, (), {})
+        >>> snap = Snapshot({"/r": top, "/r/a": a})
+        >>> [path for path, _ in snap.subtree("/r")], snap.subtree("/elsewhere")
+        (['/r', '/r/a'], [])
+        """
+        found = []
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            d = self.dirs.get(p)
+            if d is not None:
+                found.append((p, d))
+                base = below(p)
+                stack.extend(base + name for name in d.subdirs)
+        return found
+
 
 @dataclass(frozen=True)
 class Problem:
