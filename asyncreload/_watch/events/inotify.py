@@ -20,6 +20,10 @@ the target itself is reported modified, so a reloader reloads, and the tree is w
 the directories that appeared meanwhile. When the kernel refuses a watch (the watch limit) or an
 instance (the instance limit), or the target itself is moved or deleted, the target falls back to
 the stat poller, with one warning.
+
+This module is the reader and the fallback; the rest is in three modules of one role each:
+:mod:`.inotify_tree` lays the watches (the walks), :mod:`.inotify_watches` keeps which
+directory each watch descriptor stands for, :mod:`.inotify_translate` makes events changes.
 """
 
 from __future__ import annotations
@@ -46,12 +50,12 @@ from .inotify_bindings import (
     read_events,
 )
 from .inotify_translate import translate
-from .inotify_tree import MASK, WatchTree
+from .inotify_tree import WatchTree
 
 if TYPE_CHECKING:
     from . import FallbackFn
 
-__all__ = ["MASK", "probe", "watch_target"]
+__all__ = ["probe", "watch_target"]
 
 log = logging.getLogger("asyncreload.events")
 

@@ -1,4 +1,10 @@
-"""What a read of one target's inotify queue amounts to: the changes its events make."""
+"""What a read of one target's inotify queue amounts to: the changes its events make, the new
+directories to walk, and whether the queue overflowed or the target itself went.
+
+The events are read against the target's :class:`.inotify_tree.WatchTree`, whose bookkeeping
+they keep up to date (a directory moved or deleted takes its watches with it); walking is left
+to the caller, which does it after the whole read.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..._types import Change, ChangeKind, Source
-from ..paths import is_within
+from ..paths import below, is_within
 from .inotify_bindings import (
     IN_ATTRIB,
     IN_CREATE,
@@ -23,7 +29,7 @@ from .inotify_bindings import (
     IN_UNMOUNT,
     Event,
 )
-from .inotify_tree import WatchTree, _join
+from .inotify_tree import WatchTree
 
 __all__ = ["Outcome", "translate"]
 
@@ -64,7 +70,7 @@ def translate(tree: WatchTree, events: Iterable[Event]) -> Outcome:
             continue  # a watch already dropped: its last events are still in the queue
         if event.name:
             for directory in list(dirs):
-                _entry(tree, _join(directory, event.name), mask, out)
+                _entry(tree, below(directory) + event.name, mask, out)
         elif mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
             _went_away(tree, list(dirs), deleted=not mask & IN_MOVE_SELF, out=out)
     return out

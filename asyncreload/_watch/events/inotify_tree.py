@@ -1,5 +1,9 @@
 """One target's inotify watches, laid by walking it: the whole target, a new directory, or the
-whole target again after the kernel's queue overflowed."""
+whole target again after the kernel's queue overflowed (:class:`WatchTree`).
+
+The walk follows the rule of :mod:`..walk`, as the stat poller does; each directory is watched
+before it is listed, so nothing made meanwhile is missed.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from ..._exceptions import WatchPathError
 from ..._platform import DIR_FLAGS
 from ..._types import Change, ChangeKind, Source
 from ...filters import PathFilter
-from ..paths import filter_relpath
+from ..paths import below, filter_relpath
 from ..plan import Target
 from ..walk import Walked, pseudo_devices
 from .inotify_bindings import (
@@ -55,10 +59,6 @@ _GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
 
 
-def _join(directory: str, name: str) -> str:
-    return directory + name if directory.endswith("/") else f"{directory}/{name}"
-
-
 def _kind(entry: os.DirEntry[str]) -> tuple[str, bool, bool]:
     try:
         is_dir = entry.is_dir()
@@ -68,7 +68,12 @@ def _kind(entry: os.DirEntry[str]) -> tuple[str, bool, bool]:
 
 
 class WatchTree:
-    """One target's watches, and the changes its events make. Its methods block (they walk)."""
+    """One target's watches, laid by walking it; its methods block (they walk).
+
+    What the watches stand for is kept in :attr:`watches`; what the events on them mean is
+    :func:`.inotify_translate.translate`'s business, which reads this tree (the top, the filter,
+    the directories that could not be read) and drops the watches of directories that went.
+    """
 
     def __init__(self, target: Target, path_filter: PathFilter, fd: int) -> None:
         self.target = target
@@ -155,8 +160,9 @@ class WatchTree:
         (unlinked if link is None else linked).append((start, link))
         while (unlinked or linked) and not self.stop.is_set():
             path, link = unlinked.pop() if unlinked else linked.pop()
+            base = below(path)
             for name, is_dir, is_link in self._enter(path, link, walked):
-                child = _join(path, name)
+                child = base + name
                 rel = relative(child)
                 via = link or (child if is_link else None)
                 if is_dir:
