@@ -15,7 +15,8 @@ import anyio
 import pytest
 
 from asyncreload import Change, ChangeKind, PathFilter, _platform, open_watcher
-from asyncreload._watch.poll import HOT_FOR, Snapshot, Sweep, Sweeper, _HotSet, poll
+from asyncreload._watch.poll import HOT_FOR, Sweep, Sweeper, _HotSet, poll
+from asyncreload._watch.snapshot import Snapshot
 
 from .conftest import FuseMount
 from .helpers import CLI, all_of, collect_until, has, reading_by_path, without_dac_override

@@ -14,7 +14,10 @@ Two layers:
   hung mount never keeps the process alive, and one target's threads never wait for another's.
   A target that stops answering gets one warning, and one line when it answers again.
 
-:func:`diff_files` is the pure core of the comparison, for a directory whose listing changed.
+The rest of a sweep is in three modules, in the order of the data flow: how one directory is
+opened, listed and stat'ed (:mod:`.poll_read`); how it is compared with the last sweep's record
+of it (:mod:`.poll_compare`); what a sweep saw, and the pure core of the comparison
+(:mod:`.snapshot`, :func:`~.snapshot.diff_files`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import NamedTuple
@@ -37,60 +39,24 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream, TaskStatus
 
-from .. import _platform
-from .._exceptions import WatchPathError
-from .._platform import DIR_FLAGS
 from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
-from .paths import below, filter_relpath
-from .walk import Walked, pseudo_devices
+from .paths import filter_relpath
+from .poll_compare import Comparison, Queued
+from .poll_read import stat_name
+from .snapshot import (
+    GONE_ERRNOS,
+    Problem,
+    Snapshot,
+    file_key,
+    same_content,
+)
+from .walk import pseudo_devices
 
-__all__ = [
-    "DEAD_MOUNT_ERRNOS",
-    "Problem",
-    "Snapshot",
-    "Sweep",
-    "Sweeper",
-    "diff_files",
-    "file_key",
-    "pause_after",
-    "poll",
-]
+__all__ = ["Sweep", "Sweeper", "pause_after", "poll"]
 
 log = logging.getLogger("asyncreload.stat")
-
-FileKey = int
-"""What makes a file "changed": its mtime_ns, ctime_ns, size and inode, packed into one int by
-:func:`file_key`. One int, not a tuple: a snapshot of 100,000 files is then 100,000 fewer
-objects for the garbage collector to walk (whose pauses stall the event loop too) and ~10 MB
-less memory.
-
-The ctime catches an edit whose mtime was put back (``cp -p``, ``touch -r``, rsync); the inode, a
-file replaced by another within one timestamp tick. The inode is the lowest 64 bits, so
-:func:`same_content` can leave it out where inode numbers mean nothing: across a remount (sshfs
-hands out new ones), where the content metadata alone says what changed."""
-
-UNREADABLE: FileKey = -1
-"""The key of a listed file that could not be stat'ed yet (EACCES, ...): any real key differs."""
-
-
-def file_key(st: os.stat_result) -> FileKey:
-    """(mtime_ns, ctime_ns, size, inode) as one int, exactly: equal keys mean all are equal."""
-    return (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
-
-
-def same_content(a: FileKey, b: FileKey) -> bool:
-    """True if two keys agree on everything but the inode (for a file seen across a remount)."""
-    return a >> 64 == b >> 64
-
-
-DEAD_MOUNT_ERRNOS = frozenset(
-    {errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.EHOSTDOWN, errno.EIO}
-)
-"""errnos that mean "the file system is not answering", not "the path is gone"."""
-
-_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
 
 
 STREAM_AFTER = 0.05
@@ -119,92 +85,6 @@ STALL = 1.0
 """A gap this long between two directories read is waiting on the file system, not work: it
 does not stretch the pause after the sweep (which is at least the sweep's working time), so a
 mount that hung for a minute is polled at its normal pace as soon as it answers."""
-
-# A directory whose mtime is this recent may still change within the same timestamp tick after
-# we read it (timestamps are coarse), so its listing is re-read next time even if the mtime
-# looks the same.
-_FRESH_NS = 2_000_000_000
-
-
-@dataclass(frozen=True)
-class _Dir:
-    """What a sweep saw in one directory. Never changed once made: a later sweep that finds the
-    directory as it was carries this same object over, so an idle sweep allocates next to
-    nothing (and leaves the garbage collector, whose pauses stall the event loop, nothing to do).
-    """
-
-    mtime_ns: int
-    ino: int
-    trusted: bool
-    """Old enough that an unchanged mtime proves an unchanged listing."""
-    subdirs: tuple[str, ...]
-    """Names of the subdirectories to walk (filtered)."""
-    files: dict[str, FileKey]
-    """Each file's key by name (filtered); never mutated once the record is made."""
-    dev: int = 0
-    """The directory's st_dev: when it changes, the file system was remounted (or replaced)."""
-    links: frozenset[str] = frozenset()
-    """The subdirectories reached through a symlink (walked after the others: see walk.py)."""
-
-
-@dataclass
-class Snapshot:
-    """What one sweep saw: each directory's record, by path."""
-
-    dirs: dict[str, _Dir] = field(default_factory=dict)
-    loose: dict[str, FileKey] = field(default_factory=dict)
-    """A root that is a single file rather than a directory."""
-
-    @property
-    def files(self) -> dict[str, FileKey]:
-        """Every file's key by full path (built on demand; for tests and messages)."""
-        files = dict(self.loose)
-        for path, d in self.dirs.items():
-            base = below(path)
-            for name, key in d.files.items():
-                files[base + name] = key
-        return files
-
-    def count(self) -> int:
-        """How many files the sweep saw."""
-        return len(self.loose) + sum(len(d.files) for d in self.dirs.values())
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A directory (or root) that could not be read in a sweep; its last known state was kept."""
-
-    path: str
-    error: OSError
-
-    @property
-    def dead_mount(self) -> bool:
-        """True if the file system stopped answering (a killed FUSE daemon, a lost server)."""
-        return self.error.errno in DEAD_MOUNT_ERRNOS
-
-
-def diff_files(
-    base: str, old: dict[str, FileKey], new: dict[str, FileKey], *, remounted: bool = False
-) -> list[Change]:
-    """The changes that turn one directory's files ``old`` into ``new`` (keys are names).
-
-    ``remounted``: the directory is on a new device since ``old`` was seen, so inode numbers
-    don't count (a remount renumbers them; only content metadata says what changed).
-
-    >>> [(c.kind.value, c.path) for c in diff_files("/r/", {"x": 1, "y": 2}, {"x": 5, "z": 3})]
-    [('modified', '/r/x'), ('added', '/r/z'), ('deleted', '/r/y')]
-    """
-    changes = []
-    for name, key in new.items():
-        before = old.get(name)
-        if before is None:
-            changes.append(Change(ChangeKind.ADDED, base + name, Source.STAT))
-        elif before != key and not (remounted and same_content(before, key)):
-            changes.append(Change(ChangeKind.MODIFIED, base + name, Source.STAT))
-    changes.extend(
-        Change(ChangeKind.DELETED, base + name, Source.STAT) for name in old.keys() - new.keys()
-    )
-    return changes
 
 
 class Sweep(NamedTuple):
@@ -331,40 +211,30 @@ def _sender(
     return deliver
 
 
-_Queued = tuple[str, str | None]
-"""A directory to read, and the first symlink on the way to it (None: reached without one)."""
-
-
 class _Walk:
-    """One sweep's shared state: a queue of directories that worker threads drain."""
+    """One sweep's walk: worker threads drain a queue of directories, each read and compared
+    with the last sweep by :class:`.poll_compare.Comparison`, and the changes are gathered (or,
+    past :data:`STREAM_AFTER`, sent as they come)."""
 
     def __init__(self, sweeper: Sweeper, old: Snapshot | None, stop: threading.Event) -> None:
         self.sweeper = sweeper
-        self.first = old is None
-        self.old = old or Snapshot()
         self.stop = stop
-        self.new = Snapshot()
         self.changes: list[Change] = []
         self.touched: list[str] = []
-        self.problems: list[Problem] = []
         # Directories to read: those reached without a symlink first, then the others (see
         # walk.py: a link to a directory of the tree must not take it from its real path).
-        self.queue: list[_Queued] = [(sweeper.root, None)]
-        self.linked: list[_Queued] = []
+        self.queue: list[Queued] = [(sweeper.root, None)]
+        self.linked: list[Queued] = []
         self.pending = 1  # directories queued or being read
         self.reading_unlinked = 0  # of those, being read and reached without a symlink
-        self.walked: Walked | None = None
         self.cond = threading.Condition()
-        self.now_ns = time.time_ns()
+        self.compare = Comparison(sweeper, old)
         self.deliver: Callable[[list[Change]], None] | None = None
         self.stream_at = time.monotonic() + STREAM_AFTER
         self.cpu = 0.0
         self.heard: Callable[[], None] | None = None
         self.answered = time.monotonic()  # when the file system last answered
         self.waited = 0.0
-        self.root_dev: int | None = None
-        self.held = False
-        self.renumbered = sweeper.renumbered
 
     def halt(self) -> None:
         """Stop the walk: the threads waiting for work leave, the others after their directory."""
@@ -375,10 +245,7 @@ class _Walk:
     def run(self) -> None:
         began = time.thread_time()
         try:
-            with self.cond:
-                if self.walked is None:
-                    sweeper = self.sweeper
-                    self.walked = Walked(sweeper.root, sweeper.filter_root, sweeper.pseudo())
+            self.compare.begin()
             self._drain()
         finally:
             spent = time.thread_time() - began
@@ -402,7 +269,7 @@ class _Walk:
                 self.deliver(ready)
             if job is None:
                 continue
-            subdirs, changes = self._read_dir(*job)
+            subdirs, changes = self.compare.read(*job)
             if self.heard is not None:
                 self.heard()
             with cond:
@@ -415,7 +282,7 @@ class _Walk:
                 for sub in subdirs:
                     (self.queue if sub[1] is None else self.linked).append(sub)
                 self.pending += len(subdirs) - 1
-                if changes and not self.first:
+                if changes and not self.compare.first:
                     self.changes.extend(changes)
                     self.touched.extend(c.path for c in changes if c.kind is not ChangeKind.DELETED)
                 cond.notify_all()
@@ -425,7 +292,7 @@ class _Walk:
         once every directory reached without one has been read."""
         return bool(self.queue or (self.linked and not self.reading_unlinked))
 
-    def _take_job(self) -> _Queued | None:
+    def _take_job(self) -> Queued | None:
         if self.queue:
             self.reading_unlinked += 1
             return self.queue.pop()
@@ -450,342 +317,15 @@ class _Walk:
         return ready
 
     def result(self) -> Sweep:
-        if (self.stop.is_set() and (self.pending or self.queue or self.linked)) or self.held:
+        compare = self.compare
+        if (self.stop.is_set() and (self.pending or self.queue or self.linked)) or compare.held:
             # Interrupted: a partial walk must not read as "everything else was deleted". Held:
             # an unmounted root's empty mount point must not either.
-            return Sweep(self.old, [], [], [], self.cpu, self.waited)
-        if self.root_dev is not None:
-            self.sweeper.device = self.root_dev
-        if self.renumbered:
-            # Only what this walk took in: the mount table may have changed since it began.
-            self.sweeper.renumbered = False
-        if not self.first:
-            self.changes.extend(
-                Change(ChangeKind.DELETED, path, Source.STAT)
-                for path in self.old.loose.keys() - self.new.loose.keys()
-            )
-        return Sweep(self.new, self.changes, self.problems, self.touched, self.cpu, self.waited)
-
-    def _subtree(self, path: str) -> list[tuple[str, _Dir]]:
-        """The last sweep's records of ``path`` and everything below it."""
-        old = self.old.dirs
-        found = []
-        stack = [path]
-        while stack:
-            p = stack.pop()
-            d = old.get(p)
-            if d is not None:
-                found.append((p, d))
-                base = below(p)
-                stack.extend(base + name for name in d.subdirs)
-        return found
-
-    def _keep_old(self, path: str) -> None:
-        """Carry the last known state of everything under ``path`` into the new snapshot."""
-        for p, d in self._subtree(path):
-            self.new.dirs[p] = d
-        if path in self.old.loose:
-            self.new.loose[path] = self.old.loose[path]
-
-    def _gone(self, path: str) -> list[Change]:
-        """``path`` is no longer there: everything the last sweep saw under it is deleted."""
-        changes: list[Change] = []
-        for p, d in self._subtree(path):
-            base = below(p)
-            changes.extend(Change(ChangeKind.DELETED, base + name, Source.STAT) for name in d.files)
-            if self.sweeper.report_dir(p):
-                changes.append(Change(ChangeKind.DELETED, p, Source.STAT))
-        return changes
-
-    def _problem(self, path: str, error: OSError) -> None:
-        self._keep_old(path)
-        with self.cond:
-            self.problems.append(Problem(path, error))
-
-    def _read_dir(self, path: str, link: str | None) -> tuple[list[_Queued], list[Change]]:
-        """Compare ``path`` with the last sweep; return its subdirectories to walk, and changes."""
-        try:
-            opened = _OpenDir(path)
-        except OSError as e:
-            if e.errno == errno.ENOTDIR and path == self.sweeper.root:
-                return [], self._read_root_file(path)
-            if e.errno in _GONE_ERRNOS:
-                return [], self._gone(path)
-            self._problem(path, e)
-            return [], []
-        try:
-            return self._read_open_dir(path, opened, link)
-        except WatchPathError:
-            raise  # the walk grew too large: not a directory's problem, the target's
-        except OSError as e:
-            if e.errno in _GONE_ERRNOS:
-                return [], self._gone(path)
-            self._problem(path, e)
-            return [], []
-        finally:
-            opened.close()
-
-    def _read_root_file(self, path: str) -> list[Change]:
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            if e.errno not in _GONE_ERRNOS:
-                self._problem(path, e)
-            return []
-        key = self.new.loose[path] = file_key(st)
-        changes = self._gone(path)  # it was a directory last time
-        before = self.old.loose.get(path)
-        if before is None:
-            changes.append(Change(ChangeKind.ADDED, path, Source.STAT))
-        elif before != key:
-            changes.append(Change(ChangeKind.MODIFIED, path, Source.STAT))
-        return changes
-
-    def _read_open_dir(
-        self, path: str, opened: _OpenDir, link: str | None
-    ) -> tuple[list[_Queued], list[Change]]:
-        st = opened.st
-        with self.cond:
-            assert self.walked is not None
-            if not self.walked.enter(path, st.st_dev, st.st_ino, link):
-                return [], []  # a pseudo file system, or a directory walked by another path
-        base = below(path)
-        if path == self.sweeper.root:
-            if self.sweeper.holds(st.st_dev):
-                self.held = True
-                return [], []
-            self.root_dev = st.st_dev
-
-        before = self.old.dirs.get(path)
-        remounted = before is not None and (before.dev != st.st_dev or self.renumbered)
-        record = None
-        changes: list[Change] = []
-        unreadable: OSError | None = None
-        if (
-            before is not None
-            and before.trusted
-            and before.mtime_ns == st.st_mtime_ns
-            and before.ino == st.st_ino
-        ):
-            # The listing is as it was: only the files it names can have changed.
-            restat = _restat(opened, base, before.files, remounted=remounted)
-            if restat is not None:
-                files, changes, unreadable = restat
-                if remounted:
-                    record = replace(before, files=files, dev=st.st_dev)
-                else:
-                    record = before if files is before.files else replace(before, files=files)
-        if record is None:
-            known = before.files if before is not None else {}
-            links: set[str] = set()
-            entries = self._list(path, opened, links)
-            subdirs, files, unreadable = _stat_all(opened, entries, known)
-            record = _Dir(
-                st.st_mtime_ns,
-                st.st_ino,
-                self.now_ns - st.st_mtime_ns > _FRESH_NS,
-                subdirs,
-                files,
-                links=frozenset(links.intersection(subdirs)) if links else _NO_LINKS,
-                dev=st.st_dev,
-            )
-            if before is None:
-                if not self.first and self.sweeper.report_dir(path):
-                    changes.append(Change(ChangeKind.ADDED, path, Source.STAT))
-                changes.extend(diff_files(base, {}, files))
-            else:
-                # Subdirectories gone first: one replaced by a file of the same name is then
-                # deleted and added again, which the merge folds into "modified".
-                for name in set(before.subdirs).difference(subdirs):
-                    changes.extend(self._gone(base + name))
-                changes.extend(diff_files(base, before.files, files, remounted=remounted))
-        if unreadable is not None:
-            # Not a deletion: the files keep their last known keys and are stat'ed again each
-            # sweep; the directory is reported (once) until they can be read.
-            with self.cond:
-                self.problems.append(Problem(path, unreadable))
-        self.new.dirs[path] = record
-        linked = record.links
-        return [
-            (base + name, link or (base + name if name in linked else None))
-            for name in record.subdirs
-        ], changes
-
-    def _list(self, path: str, opened: _OpenDir, links: set[str]) -> list[tuple[str, bool]]:
-        sweeper = self.sweeper
-        excludes = sweeper.excludes
-        walks = sweeper.filter.walks
-        accepts = sweeper.filter
-        relative = sweeper.relative
-        base = below(path)
-        entries = []
-        with opened.listing() as it:
-            for entry in it:
-                child = base + entry.name
-                try:
-                    # follow_symlinks=False would treat a symlinked source dir as a file;
-                    # where links lead is the walk rule's business (walk.py).
-                    is_dir = entry.is_dir()
-                    if is_dir and entry.is_symlink():
-                        links.add(entry.name)
-                except OSError:
-                    is_dir = False
-                if is_dir:
-                    if child in excludes or not walks(relative(child)):
-                        continue
-                elif not accepts(relative(child)):
-                    continue
-                entries.append((entry.name, is_dir))
-        return entries
-
-
-_NO_LINKS: frozenset[str] = frozenset()
-
-
-class _OpenDir:
-    """A directory open for one read: its own stat, its listing, and how to stat its entries.
-
-    Through a descriptor where the system has them (:data:`asyncreload._platform.DIR_FD`):
-    ``stat(name, dir_fd=fd)``, and the kernel resolves one name, not the whole path again. On
-    FUSE, where each component costs a round trip to the daemon, that makes a sweep 2-3x faster.
-    Elsewhere (Windows) by path, ``stat(prefix + name)``, with the listing opened at once as the
-    descriptor is: a directory that can't be read fails here either way, before its files are
-    stat'ed (and its subdirectories walked). Raises ENOTDIR if ``path`` is not a directory.
-    """
-
-    __slots__ = ("_listing", "fd", "prefix", "st")
-
-    def __init__(self, path: str) -> None:
-        fd: int | None = None
-        if _platform.DIR_FD:
-            fd = os.open(path, DIR_FLAGS)  # O_DIRECTORY, where there is one: ENOTDIR for a file
-            try:
-                st = os.fstat(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-        else:
-            st = os.stat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            if fd is not None:
-                os.close(fd)
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-        self.st = st
-        self.fd = fd
-        """The descriptor the entries are stat'ed through (``dir_fd``); None: by path."""
-        self.prefix = "" if fd is not None else below(path)
-        """What an entry's name goes after to stat it: nothing through ``fd``, else the path."""
-        self._listing = None if fd is not None else os.scandir(path)
-
-    def listing(self) -> AbstractContextManager[Iterator[os.DirEntry[str]]]:
-        """The entries, to be read once."""
-        if self.fd is not None:
-            # scandir(fd) consumes the descriptor's position, not the descriptor: ours stays open.
-            return os.scandir(self.fd)
-        assert self._listing is not None
-        return self._listing
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-        if self._listing is not None:
-            self._listing.close()
-
-
-def _stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
-    """``name``'s stat (in directory ``fd``, if given); None if it is gone.
-
-    A dangling or looping symlink is watched as the link itself. Any other error raises: a
-    file that can't be stat'ed (EACCES, EPERM, ETIMEDOUT, ...) has not gone away, and a file
-    system that stopped answering is a problem for the whole directory.
-    """
-    try:
-        return os.stat(name, dir_fd=fd)
-    except OSError as e:
-        if e.errno == errno.ELOOP or e.errno in _GONE_ERRNOS:
-            try:
-                return os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError as e2:
-                if e2.errno in _GONE_ERRNOS:
-                    return None
-                raise
-        raise
-
-
-def _stat_all(
-    opened: _OpenDir, entries: list[tuple[str, bool]], known: dict[str, FileKey]
-) -> tuple[tuple[str, ...], dict[str, FileKey], OSError | None]:
-    """Stat every listed file; return the subdirectories to walk, the files' keys, and the
-    first error that left a file with its ``known`` key (or :data:`UNREADABLE`)."""
-    subdirs = []
-    files = {}
-    unreadable = None
-    fd, prefix = opened.fd, opened.prefix
-    for name, is_dir in entries:
-        if is_dir:
-            subdirs.append(name)
-            continue
-        try:
-            st = _stat_name(prefix + name, fd)
-        except OSError as e:
-            if e.errno in DEAD_MOUNT_ERRNOS:
-                raise
-            files[name] = known.get(name, UNREADABLE)
-            unreadable = unreadable or e
-            continue
-        if st is None:
-            continue  # vanished between the listing and the stat
-        if stat.S_ISDIR(st.st_mode):  # a symlink to a directory, or a type change
-            subdirs.append(name)
-        else:
-            files[name] = file_key(st)
-    return tuple(subdirs), files, unreadable
-
-
-def _restat(
-    opened: _OpenDir, base: str, known: dict[str, FileKey], *, remounted: bool = False
-) -> tuple[dict[str, FileKey], list[Change], OSError | None] | None:
-    """Stat the files of a directory whose listing is unchanged, and compare.
-
-    This is the hot loop of every idle sweep, so it does no more than a reloader with a fixed
-    file list would: one stat and one comparison per file. Returns ``known`` itself when nothing
-    changed; None if a name turned into a directory (the listing must be read again). A file
-    that can't be stat'ed keeps its key; the first such error is returned. ``remounted``: a new
-    inode number alone is taken in quietly (see :func:`diff_files`).
-    """
-    changed: dict[str, FileKey] | None = None
-    changes = []
-    unreadable = None
-    stat_, fd, prefix = os.stat, opened.fd, opened.prefix
-    for name, key in known.items():
-        try:
-            st = stat_(prefix + name, dir_fd=fd)
-        except OSError:
-            try:
-                retried = _stat_name(prefix + name, fd)
-            except OSError as e:
-                if e.errno in DEAD_MOUNT_ERRNOS:
-                    raise
-                unreadable = unreadable or e
-                continue
-            if retried is None:  # deleted since we read the directory's mtime
-                if changed is None:
-                    changed = dict(known)
-                del changed[name]
-                changes.append(Change(ChangeKind.DELETED, base + name, Source.STAT))
-                continue
-            st = retried
-        # file_key(), inlined: the call alone is a fifth of this loop's time.
-        new_key = (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
-        if new_key != key:
-            if stat.S_ISDIR(st.st_mode):
-                return None
-            if changed is None:
-                changed = dict(known)
-            changed[name] = new_key
-            if not (remounted and same_content(key, new_key)):
-                changes.append(Change(ChangeKind.MODIFIED, base + name, Source.STAT))
-    return (known if changed is None else changed), changes, unreadable
+            return Sweep(compare.old, [], [], [], self.cpu, self.waited)
+        self.changes.extend(compare.finish())
+        return Sweep(
+            compare.new, self.changes, compare.problems, self.touched, self.cpu, self.waited
+        )
 
 
 @dataclass
@@ -896,7 +436,7 @@ class _HotSet:
                 del self.paths[path]  # gone, or a directory: the sweep's business
                 continue
             try:
-                st = _stat_name(path)
+                st = stat_name(path)
             except OSError:
                 continue  # can't be read now (denied, not answering): the sweep reports that
             if st is None:
@@ -925,7 +465,7 @@ def _same_device(path: str, dev: int) -> bool:
         try:
             return os.stat(path).st_dev == dev
         except OSError as e:
-            if e.errno not in _GONE_ERRNOS:
+            if e.errno not in GONE_ERRNOS:
                 return True  # not answering: not an unmount
         # Gone: with its directory (on dev still), or unmounted (the mount point, on another).
         parent = os.path.dirname(path)

@@ -32,8 +32,9 @@ from .mounts import Mount, MountTable, RereadTable, mount_poll_reason, read_moun
 from .options import StrPath, WatcherOptions
 from .paths import absolute, current_directory, is_within, normalise
 from .plan import GONE, Target, plan
-from .poll import Snapshot, Sweeper
+from .poll import Sweeper
 from .poll import poll as poll_tree  # open_watcher has a parameter named poll
+from .snapshot import Snapshot
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
