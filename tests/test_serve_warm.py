@@ -5,6 +5,9 @@ and by the reload's log line (which way it went). Real workers, real HTTP."""
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -227,3 +230,81 @@ async def test_restart_strategy_and_no_warm_imports_import_everything(
         line = await app.edit("app/models.py", FILES["app/models.py"].replace("m1", "m5"), "m5")
         assert "imported again" not in line and "full re-import" not in line
         assert not app.lines("ahead of time")
+
+
+APP_MODELS = """\
+from django.db import models
+
+
+class {model}(models.Model):
+    name = models.CharField(max_length=20)
+"""
+APP_VIEWS = """\
+from django.http import HttpResponse
+
+from .models import {model}
+
+
+def index(request):
+    return HttpResponse("{answer} " + {model}.__name__)
+"""
+APP_URLS = """\
+from django.urls import path
+
+from . import views
+
+urlpatterns = [path("", views.index)]
+"""
+
+
+@pytest.fixture(scope="module")
+def django_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``django-admin startproject`` site with two ``startapp`` apps, each with a model, a
+    view and its URLconf."""
+    root = tmp_path_factory.mktemp("django-site")
+    django = [sys.executable, "-m", "django"]
+    subprocess.run([*django, "startproject", "mysite", str(root)], check=True, timeout=120)
+    for app, model in (("polls", "Question"), ("blog", "Post")):
+        subprocess.run([*django, "startapp", app], cwd=root, check=True, timeout=120)
+        (root / app / "models.py").write_text(APP_MODELS.format(model=model))
+        (root / app / "views.py").write_text(APP_VIEWS.format(model=model, answer=f"{app}1"))
+        (root / app / "urls.py").write_text(APP_URLS)
+    settings = root / "mysite" / "settings.py"
+    text = settings.read_text()
+    settings.write_text(text.replace("INSTALLED_APPS = [", 'INSTALLED_APPS = [\n    "polls",\n'
+                                     '    "blog",', 1))  # fmt: skip
+    urls = root / "mysite" / "urls.py"
+    urls.write_text(urls.read_text().replace("from django.urls import path", "from django.urls "
+                    "import include, path").replace("urlpatterns = [", 'urlpatterns = [\n    '
+                    'path("polls/", include("polls.urls")),\n    path("blog/", '
+                    'include("blog.urls")),', 1))  # fmt: skip
+    return root
+
+
+async def test_a_django_site_keeps_its_other_app_and_its_registry_warm(
+    django_site: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "site"
+    shutil.copytree(django_site, root)
+    caplog.set_level(logging.DEBUG, logger="asyncreload.serve")
+    async with serving(root, "mysite.wsgi:application") as where:
+        app = Site(root, where + "/polls/", caplog)
+        async with app.client:
+            await app.shows("polls1 Question")
+            assert (await app.client.get(where + "/blog/")).text == "blog1 Post"
+            await app.warm(12)  # the URLconfs and views too, imported at the first requests
+            views = APP_VIEWS.format(model="Question", answer="polls2")
+            line = await app.edit("polls/views.py", views, "polls2 Question")
+            # blog's modules, the models and the settings are kept. (The WSGI module is imported
+            # again too: Django listed the app's directory as it set up.)
+            assert (
+                "(4 modules imported again: mysite.wsgi, polls.views, polls.urls, "
+                "mysite.urls)" in line
+            )
+            assert (await app.client.get(where + "/blog/")).text == "blog1 Post"
+            # A model lives in Django's app registry: never imported over it.
+            models = APP_MODELS.format(model="Query")
+            views = APP_VIEWS.format(model="Query", answer="polls3")
+            save(root, "polls/views.py", views)
+            line = await app.edit("polls/models.py", models, "polls3 Query")
+            assert "full re-import: polls.models changed, and Django's app registry" in line

@@ -29,8 +29,9 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, ModuleType
-from typing import Any
+from typing import Any, cast
 
+bootstrap: Any = importlib._bootstrap  # what import_module calls
 __all__ = ["Full", "ImportRecorder", "Record", "Warm", "drop", "plan", "user_modules"]
 
 
@@ -182,7 +183,10 @@ class ImportRecorder:
         self._active = False
         self._user: dict[str, bool] = {}  # a code object's file -> under roots (a cache)
         self._import = builtins.__import__
-        self._import_module = importlib.import_module
+        # importlib.import_module's own step, looked up at each call: patching import_module
+        # itself would miss every framework that took it before (``from importlib import
+        # import_module`` in Django's include(), preloaded as third-party code).
+        self._gcd_import = bootstrap._gcd_import
         self._hooked = False
         self._before: set[str] = set()
 
@@ -192,7 +196,7 @@ class ImportRecorder:
         self._before = set(user_modules(self.roots))
         self._active = True
         builtins.__import__ = self._recording_import
-        importlib.import_module = self._recording_import_module
+        bootstrap._gcd_import = self._recording_gcd_import
         if not self._hooked:
             sys.addaudithook(self._audit)
             self._hooked = True
@@ -201,7 +205,7 @@ class ImportRecorder:
     def __exit__(self, *exc_info: object) -> None:
         self._active = False
         builtins.__import__ = self._import
-        importlib.import_module = self._import_module
+        bootstrap._gcd_import = self._gcd_import
         self._note_files()
 
     # -- imports --
@@ -225,9 +229,11 @@ class ImportRecorder:
             self._note(sys._getframe(1), target, fromlist or ())
         return module
 
-    def _recording_import_module(self, name: str, package: str | None = None) -> ModuleType:
+    def _recording_gcd_import(
+        self, name: str, package: str | None = None, level: int = 0
+    ) -> ModuleType:
         try:
-            module = self._import_module(name, package)
+            module = cast(ModuleType, self._gcd_import(name, package, level))
         except ImportError as e:
             self._note_missing(e)
             raise
@@ -303,6 +309,10 @@ class ImportRecorder:
             if name not in self.record.files and name not in self._before:
                 self.record.files[name] = os.path.realpath(module.__file__ or "")
                 self.record.order.append(name)
+        # Who imported a third-party module never matters: only the user's modules change.
+        importers = self.record.importers
+        for name in [n for n in importers if n not in self.record.files]:
+            del importers[name]
 
 
 @contextlib.contextmanager

@@ -853,7 +853,7 @@ def _again_words(names: Sequence[str]) -> str:
     """``names`` (the modules imported again) for the reload's log line."""
     if not names:
         return "no module imported again"
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return f"{len(names)} module{'s' if len(names) > 1 else ''} imported again: {shown}"
 
 

@@ -250,8 +250,13 @@ class _WarmImports:
         self.recorder = ImportRecorder(user_dirs, lambda p: channel.send(protocol.wrote(p)))
         self.failed: str | None = None
         _prepare(spec)
+        # The app's module first, as the serving worker did: the list is in the order the
+        # imports *ended* (a module is filed once it has run), so the modules a Django
+        # project's WSGI module loads through django.setup() come before it, and could not be
+        # imported before it.
+        first = spec["app"].partition(":")[0]
         with self.recorder, pinning_django(self.recorder.record):
-            for name in names:
+            for name in [first, *names]:
                 try:
                     importlib.import_module(name)
                 except Exception as e:  # the user's code: anything (the app dir just went)
