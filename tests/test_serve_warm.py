@@ -308,3 +308,20 @@ async def test_a_django_site_keeps_its_other_app_and_its_registry_warm(
             save(root, "polls/views.py", views)
             line = await app.edit("polls/models.py", models, "polls3 Query")
             assert "full re-import: polls.models changed, and Django's app registry" in line
+
+
+async def test_the_env_file_is_read_before_the_app_and_its_change_is_a_full_re_import(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("dotenv", reason="--env-file needs python-dotenv")
+    env = tmp_path / "app.env"
+    env.write_text("GREETING=hello\n")
+    files = {  # read at import: uvicorn loads the file only after the app is imported
+        **FILES,
+        "app/models.py": "import os\n\nNAME = os.environ['GREETING']\n\n\nclass User:\n"
+        "    kind = NAME\n",
+    }
+    async with site(tmp_path, caplog, files, "hello", env_file=str(env)) as app:
+        await app.warm(7)
+        line = await app.edit("app.env", "GREETING=bonjour\n", "bonjour")
+        assert "(full re-import: app.env changed)" in line
