@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import pytest
 
 from asyncreload._serve.supervisor import ReloadStrategy
 
-from .helpers import eventually
+from .helpers import CLI, eventually
 from .test_serve import serving
 
 pytestmark = pytest.mark.anyio
@@ -325,3 +326,25 @@ async def test_the_env_file_is_read_before_the_app_and_its_change_is_a_full_re_i
         await app.warm(7)
         line = await app.edit("app.env", "GREETING=bonjour\n", "bonjour")
         assert "(full re-import: app.env changed)" in line
+
+
+@pytest.mark.parametrize("how", ["flag", "pyproject"])
+def test_the_command_line_turns_warm_imports_off(tmp_path: Path, how: str) -> None:
+    (tmp_path / "app").mkdir()
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text)
+    flags = ["--no-warm-imports"] if how == "flag" else []
+    if how == "pyproject":
+        (tmp_path / "pyproject.toml").write_text("[tool.asyncreload]\nwarm-imports = false\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with CLI("serve", "app.main:app", "--port", str(port), "-v", *flags, cwd=tmp_path) as cli:
+        cli.wait_line(lambda s: "serving app.main:app" in s, stream="stderr")
+        url = f"http://127.0.0.1:{port}/"
+        assert "MAIN1" in httpx.get(url, timeout=30).text
+        save(tmp_path, "app/main.py", MAIN.replace("MAIN1", "MAIN2"))
+        line = cli.wait_line(lambda s: "reloaded in" in s, stream="stderr")
+        assert "MAIN2" in httpx.get(url, timeout=30).text
+    assert "imported again" not in line and "full re-import" not in line
+    assert not any("ahead of time" in s for s in cli.stderr)
