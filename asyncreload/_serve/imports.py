@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import importlib
 import importlib.machinery
 import os
@@ -32,7 +33,7 @@ from types import FrameType, ModuleType
 from typing import Any, cast
 
 bootstrap: Any = importlib._bootstrap  # what import_module calls
-__all__ = ["Full", "ImportRecorder", "Record", "Warm", "drop", "plan", "user_modules"]
+__all__ = ["Full", "ImportRecorder", "Record", "Warm", "drop", "plan", "under", "user_modules"]
 
 
 @dataclass
@@ -151,13 +152,26 @@ def user_modules(roots: tuple[str, ...]) -> list[str]:
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         ours = name == "__main__" or name.startswith("asyncreload")
-        if path and not ours and _under(path, roots):
+        if path and not ours and under(path, roots):
             names.append(name)
     return names
 
 
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    return os.path.abspath(path).startswith(roots) or os.path.realpath(path).startswith(roots)
+def under(path: str, roots: tuple[str, ...]) -> bool:
+    """True if the file ``path`` lies in one of ``roots`` (each ending in a separator), as
+    written or resolved."""
+    path = os.path.abspath(path)
+    if path.startswith(roots):
+        return True
+    directory, name = os.path.split(path)
+    return os.path.join(_resolved(directory), name).startswith(roots)
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(directory: str) -> str:
+    # Once per directory: a worker asks for every loaded module (thousands, in a few hundred
+    # directories), on its event loop, as it starts to serve.
+    return os.path.realpath(directory)
 
 
 _SOURCE = (".py", ".pyc")
@@ -182,6 +196,8 @@ class ImportRecorder:
         self.record = Record()
         self._active = False
         self._user: dict[str, bool] = {}  # a code object's file -> under roots (a cache)
+        self._users_module: dict[str, bool] = {}  # a module's name -> under roots (a cache)
+        self._third_party: dict[str, bool] = {}  # top-level names known not to be the user's
         self._import = builtins.__import__
         # importlib.import_module's own step, looked up at each call: patching import_module
         # itself would miss every framework that took it before (``from importlib import
@@ -242,15 +258,34 @@ class ImportRecorder:
         return module
 
     def _note(self, frame: FrameType | None, target: str, fromlist: Sequence[str]) -> None:
-        importer = self._importer(frame)
-        if importer is None:
-            return
+        top = target.partition(".")[0]
+        if self._third_party.get(top, False):
+            return  # the common case, first: a framework importing its own
         parts = target.split(".")
         names = [".".join(parts[: i + 1]) for i in range(len(parts))]
         names += [f"{target}.{item}" for item in fromlist if f"{target}.{item}" in sys.modules]
+        # Only who imports the user's modules matters, and most imports are frameworks
+        # importing their own (pydantic, in its functions): those cost no walk up the stack.
+        names = [n for n in names if self._is_users(n)]
+        if not names:
+            return
+        importer = self._importer(frame)
+        if importer is None:
+            return
         for name in names:
             if name != importer:
                 self.record.importers.setdefault(name, set()).add(importer)
+
+    def _is_users(self, name: str) -> bool:
+        """True if the loaded module ``name`` is one of the user's (cached by name)."""
+        known = self._users_module.get(name)
+        if known is None:
+            path = getattr(sys.modules.get(name), "__file__", None)
+            known = self._users_module[name] = bool(path) and under(str(path), self.roots)
+            if path and not known and "." not in name:
+                # A top-level module from elsewhere: none of its submodules is the user's.
+                self._third_party[name] = True
+        return known
 
     def _note_missing(self, error: ImportError) -> None:
         if self._active and error.name and self._importer(sys._getframe(2)) is not None:
@@ -262,7 +297,7 @@ class ImportRecorder:
             filename = frame.f_code.co_filename
             user = self._user.get(filename)
             if user is None:
-                user = self._user[filename] = os.path.isabs(filename) and _under(
+                user = self._user[filename] = os.path.isabs(filename) and under(
                     filename, self.roots
                 )
             if user:

@@ -798,9 +798,6 @@ async def _reload(
     new = await supervisor.take_standby()
     if new is None:
         return None
-    # The next standby warms up while this one imports the app, so an edit made right after
-    # this reload finds one ready (two cores: the two don't wait for each other).
-    supervisor.replenish(tg)
     if old is not None and supervisor.config.strategy is ReloadStrategy.RESTART:
         supervisor.serving = None
         await supervisor.retire(old)
@@ -824,6 +821,10 @@ async def _reload(
         race.start_soon(next_batch)
         ready = await supervisor.activate(new, batch)
         race.cancel_scope.cancel()
+    # The next standby starts once this one serves: started sooner, its imports (seconds, for a
+    # big app) would take the CPU from this one's, and from its first answers, which are what
+    # the user waits for; with warm imports a reload needs only milliseconds of it.
+    supervisor.replenish(tg)
     loading, supervisor.loading = supervisor.loading, None
     if newer is not None and ready is None:
         if loading is not None and loading.process.returncode is None:

@@ -47,7 +47,7 @@ from typing import Any, NoReturn
 from .. import _subreaper, _wire
 from . import static_dirs
 from . import worker_protocol as protocol
-from .imports import Full, ImportRecorder, drop, pinning_django, plan, user_modules
+from .imports import Full, ImportRecorder, drop, pinning_django, plan, under, user_modules
 from .live import LiveReload
 
 # What every worker needs: imported while the worker waits, not while the user does. uvicorn's
@@ -164,7 +164,7 @@ def _third_party_modules(user_dirs: list[str]) -> list[str]:
         path = getattr(module, "__file__", None)
         if not path or name == "__main__" or name.startswith("asyncreload"):
             continue
-        if not _under(path, roots):
+        if not under(path, roots):
             names.append(name)
     return sorted(names)
 
@@ -192,11 +192,6 @@ def _roots(dirs: list[str]) -> tuple[str, ...]:
     return tuple(d.rstrip("/") + "/" for d in dirs)
 
 
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    """True if the file ``path`` lies in one of ``roots``, as written or resolved."""
-    return os.path.abspath(path).startswith(roots) or os.path.realpath(path).startswith(roots)
-
-
 def _in_changed_file(exc: BaseException, changed: list[str]) -> bool:
     """True for a syntax error in one of the ``changed`` files: the new code's own fault."""
     if not isinstance(exc, SyntaxError) or not exc.filename:
@@ -211,7 +206,7 @@ def short_traceback(exc: BaseException, user_dirs: list[str]) -> str:
     roots = _roots(user_dirs)
     mine = [
         f for f in frames
-        if os.path.isabs(f.filename) and _under(f.filename, roots)
+        if os.path.isabs(f.filename) and under(f.filename, roots)
     ]  # fmt: skip
     lines = traceback.format_list(mine) if mine else []
     return "".join(lines + traceback.format_exception_only(type(exc), exc)).rstrip()
@@ -377,14 +372,16 @@ def _serve(
     reporting: set[asyncio.Task[None]] = set()
 
     async def report_modules() -> None:
-        """The modules the app has loaded, for the next standby: now, and again whenever it
-        has loaded more (Django imports its URLconf and views at the first request)."""
+        """The modules the app has loaded, for the next standby: a second after it is ready
+        (not before the first requests: the new code is what the user waits for), and again
+        whenever it has loaded more (Django imports its URLconf and views at the first
+        request)."""
         known = 0
         while True:
+            await asyncio.sleep(1.0)
             if len(sys.modules) != known:
                 known = len(sys.modules)
                 channel.send(protocol.modules(_third_party_modules(user_dirs), user_modules(roots)))
-            await asyncio.sleep(1.0)
 
     roots = _roots(user_dirs)
 
