@@ -18,9 +18,9 @@ runs under ``runners/stamp_lines.py``, so its log keeps, for every line, when it
 the harness's clock; the log is kept, with a timeline that merges it with the harness's saves
 and first new responses, and asyncreload's "reloaded in N ms" lines are read back for the report.
 
-The import costs of the FastAPI app (third-party, ``models.py``, ``routes.py``, ``main.py``) are
-measured in a bare interpreter first, warm bytecode, so the report says what a reload must pay
-at least for a cold import.
+Each site's import costs (FastAPI: third-party, ``models.py``, ``routes.py``, ``main.py``;
+Django: itself, ``django.setup()``, the URLconf, the WSGI handler) are measured in a bare
+interpreter first, warm bytecode, so the report says what a reload must pay for each part.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from ._runner import spawned
 from ._stats import MISSED
 from .apps import django_site, heavy
 
-__all__ = ["HEAVY_SERVERS", "SITES", "START", "Site", "measure_heavy"]
+__all__ = ["HEAVY_SERVERS", "IMPORT_STEPS", "SITES", "START", "Site", "measure_heavy"]
 
 STAMP = Path(__file__).parent / "runners" / "stamp_lines.py"
 _REQUEST_TIMEOUT = 5.0
@@ -383,27 +383,43 @@ def _measure_one(
 # ---- import costs, and the sites
 
 
-_IMPORT_COST = """\
-import json, time
-clocks = (time.perf_counter, time.process_time)
-t = [tuple(c() for c in clocks)]
-import fastapi, fastapi.responses, pydantic, sqlalchemy, sqlalchemy.orm
-t.append(tuple(c() for c in clocks))
-import {package}.models
-t.append(tuple(c() for c in clocks))
-import {package}.routes
-t.append(tuple(c() for c in clocks))
-import {package}.main
-t.append(tuple(c() for c in clocks))
-steps = ("third_party", "models", "routes", "main")
-print(json.dumps({{s: [b[0] - a[0], b[1] - a[1]] for s, a, b in zip(steps, t, t[1:])}}))
-"""
+IMPORT_STEPS: dict[str, tuple[tuple[str, str], ...]] = {
+    "fastapi": (
+        ("third_party", "import fastapi, fastapi.responses, pydantic, sqlalchemy, sqlalchemy.orm"),
+        ("models", f"import {heavy.PACKAGE}.models"),
+        ("routes", f"import {heavy.PACKAGE}.routes"),
+        ("main", f"import {heavy.PACKAGE}.main"),
+    ),
+    "django": (
+        ("third_party", "import django, django.contrib.admin, django.db.models, django.http"),
+        (
+            "setup",  # settings, the app registry, every app's models, the admin's autodiscovery
+            f"import os; os.environ['DJANGO_SETTINGS_MODULE'] = '{django_site.PROJECT}.settings'"
+            "; django.setup()",
+        ),
+        ("urls", f"import {django_site.PROJECT}.urls"),  # the views, the admin's URLs
+        ("wsgi", f"import {django_site.PROJECT}.wsgi"),  # the handler, the middleware
+    ),
+}
+"""Each site's import, in steps, each timed (wall and CPU) in a fresh interpreter."""
 
 
-def measure_import_costs(project: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Import time of each part of the FastAPI app in a fresh interpreter (warm bytecode):
+def _import_program(steps: tuple[tuple[str, str], ...]) -> str:
+    lines = ["import json, time", "t = [(time.perf_counter(), time.process_time())]"]
+    for _name, statement in steps:
+        lines += [statement, "t.append((time.perf_counter(), time.process_time()))"]
+    names = [name for name, _ in steps]
+    lines.append(
+        f"print(json.dumps({{s: [b[0] - a[0], b[1] - a[1]] for s, a, b in zip({names!r}, t, "
+        "t[1:])}))"
+    )
+    return "\n".join(lines)
+
+
+def measure_import_costs(site: str, project: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Import time of each step of ``site``'s app in a fresh interpreter (warm bytecode):
     {step: {"wall": [s, ...], "cpu": [s, ...]}}, or {"error": ...}."""
-    code = _IMPORT_COST.format(package=heavy.PACKAGE)
+    code = _import_program(IMPORT_STEPS[site])
     runs: list[dict[str, list[float]]] = []
     for i in range(_IMPORT_RUNS + 1):  # the first writes the bytecode and is not counted
         done = subprocess.run(
@@ -415,7 +431,7 @@ def measure_import_costs(project: Path, env: dict[str, str]) -> dict[str, Any]:
             text=True,
         )
         if done.returncode != 0:
-            return {"error": done.stderr.strip().splitlines()[-1:]}
+            return {"error": " ".join(done.stderr.strip().splitlines()[-1:])}
         if i:
             runs.append(json.loads(done.stdout))
     return {
@@ -452,16 +468,15 @@ def measure_heavy(
     section: dict[str, Any] = {"results": [], "logs": str(keep)}
     wanted = {s.app for s in servers if s.missing() is None}
     templates = _write_sites(workdir, wanted)
-    if "fastapi" in templates:
-        costs = measure_import_costs(templates["fastapi"], reloader_env())
-        section["import_costs"] = costs
-        shown = ", ".join(
-            f"{step} {1000 * statistics.median(v['wall']):.0f} ms"
-            for step, v in costs.items()
-            if step != "error"
+    section["import_costs"] = {}
+    for name, site_dir in templates.items():
+        costs = measure_import_costs(name, site_dir, reloader_env())
+        section["import_costs"][name] = costs
+        shown = costs.get("error") or ", ".join(
+            f"{step} {1000 * statistics.median(v['wall']):.0f} ms" for step, v in costs.items()
         )
-        log(f"[heavy] import costs (wall, median of {_IMPORT_RUNS}): {shown or costs}")
-        for cache in templates["fastapi"].rglob("__pycache__"):
+        log(f"[heavy] {SITES[name].label}: import costs (wall, median of {_IMPORT_RUNS}): {shown}")
+        for cache in site_dir.rglob("__pycache__"):
             shutil.rmtree(cache)  # each server starts as the others do: compiling
     for reloader in servers:
         site = SITES[reloader.app]

@@ -23,10 +23,18 @@ DJANGO_RATIO = 0.25
 """The issue's target for Django: asyncreload serve at most 0.25x of runserver's p50."""
 
 _STEPS = {
-    "third_party": "fastapi + pydantic + SQLAlchemy",
-    "models": "`models.py`",
-    "routes": "`routes.py`",
-    "main": "`main.py`",
+    "fastapi": {
+        "third_party": "fastapi + pydantic + SQLAlchemy",
+        "models": "`models.py`",
+        "routes": "`routes.py`",
+        "main": "`main.py`",
+    },
+    "django": {
+        "third_party": "Django",
+        "setup": "`django.setup()` (settings, apps, models)",
+        "urls": "the URLconf (views, admin)",
+        "wsgi": "the WSGI handler (middleware)",
+    },
 }
 
 
@@ -34,23 +42,28 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{1000 * seconds:.0f} ms"
 
 
-def _import_line(costs: dict[str, Any] | None) -> list[str]:
+def _import_lines(costs: dict[str, dict[str, Any]] | None) -> list[str]:
     if not costs:
         return []
-    if "error" in costs:
-        return [f"Import costs not measured: {costs['error']}", ""]
-    parts = []
-    for step, label in _STEPS.items():
-        if step in costs:
-            wall = statistics.median(costs[step]["wall"])
-            cpu = statistics.median(costs[step]["cpu"])
-            parts.append(f"{label} {_ms(wall)} ({_ms(cpu)} CPU)")
-    runs = len(next(iter(costs.values()))["wall"])
+    out = []
+    for site, figures in costs.items():
+        label = SITES[site].label
+        if "error" in figures:
+            out.append(f"- {label}: not measured: {figures['error']}")
+            continue
+        parts = []
+        for step, name in _STEPS[site].items():
+            if step in figures:
+                wall = statistics.median(figures[step]["wall"])
+                cpu = statistics.median(figures[step]["cpu"])
+                parts.append(f"{name} {_ms(wall)} ({_ms(cpu)} CPU)")
+        out.append(f"- {label}: " + ", ".join(parts))
     return [
-        "Import costs of the FastAPI app in a fresh interpreter, bytecode warm (median of "
-        f"{runs}, wall and CPU): " + ", ".join(parts) + ". A reload that imports the app "
-        "afresh pays at least the app's own modules; one that starts a new interpreter pays "
-        "the third-party imports too.",
+        "Import costs in a fresh interpreter, bytecode warm (median of 3, wall and CPU): what "
+        "a reload that imports the app afresh pays at least for the app's own modules, and one "
+        "that starts a new interpreter for the rest too.",
+        "",
+        *out,
         "",
     ]
 
@@ -182,7 +195,7 @@ def render_heavy(section: dict[str, Any] | None) -> list[str]:
         "server's own \"reloaded in\" figure is asyncreload's log line; *save → line* is when "
         "that line was printed, on the harness's clock.",
         "",
-        *_import_line(section.get("import_costs")),
+        *_import_lines(section.get("import_costs")),
         *_rows(results),
         "",
         *_targets(results),
