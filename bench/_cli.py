@@ -65,7 +65,8 @@ MEASUREMENTS = ("watch", "restart", "serve", "live", "heavy")
 edit to the first HTTP response with the new code; ``live``: the same in a browser; ``heavy``:
 edit to the first new response of a heavy FastAPI app and of a Django site."""
 HEAVY_TRIALS = 8
-"""Edits of each kind per server in the heavy measurement (``--trials`` overrides it)."""
+"""Edits of each kind per server in the heavy measurement (``--trials`` overrides it; ``--quick``
+makes it 3)."""
 FUSE_MAX = 10_000
 """Bigger FUSE trees are out of scope: a sequential sweep of 100,000 files there takes ~15 s."""
 
@@ -348,7 +349,8 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
         reload_settings = replace(reload_settings, trials=args.trials)
     if args.spacing:
         reload_settings = replace(reload_settings, spacing=args.spacing)
-    heavy_settings = replace(reload_settings, trials=args.trials or HEAVY_TRIALS)
+    heavy_trials = args.trials or (QUICK_RELOAD.trials if args.quick else HEAVY_TRIALS)
+    heavy_settings = replace(reload_settings, trials=heavy_trials)
     chosen = _selected(args)
     names = args.peers
     # --peers names watchers and reloaders alike: each measurement runs those it knows.
