@@ -248,7 +248,8 @@ def _stamped(log: Path) -> list[tuple[float, str]]:
 
 def _reload_lines(lines: list[tuple[float, str]], edits: list[_Edit]) -> list[dict[str, Any]]:
     """For each edit, asyncreload's first "reloaded in N ms" line after its save (and before
-    the next save): N, and when the line came after the save."""
+    the next save): N, when the line came after the save, and how long after it the client
+    read the first new response (what a handover costs as the client sees it)."""
     out: list[dict[str, Any]] = []
     for i, edit in enumerate(edits):
         end = edits[i + 1].t0 if i + 1 < len(edits) else math.inf
@@ -262,7 +263,15 @@ def _reload_lines(lines: list[tuple[float, str]], edits: list[_Edit]) -> list[di
         )
         if found is not None:
             t, m = found
-            out.append({"kind": edit.kind, "server_ms": int(m[1]), "logged_s": t - edit.t0})
+            answered = None if edit.t_new is None else edit.t_new - t
+            out.append(
+                {
+                    "kind": edit.kind,
+                    "server_ms": int(m[1]),
+                    "logged_s": t - edit.t0,
+                    "answered_s": answered,
+                }
+            )
     return out
 
 

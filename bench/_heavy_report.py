@@ -76,14 +76,17 @@ def _tallies(raw: dict[str, Any], kind: str) -> tuple[int, int, int]:
     return t["ok"] + t["failed"] + t["stale"], t["failed"], t["stale"]
 
 
-def _server_figures(raw: dict[str, Any], kind: str) -> tuple[float | None, float | None]:
-    """p50 of asyncreload's own "reloaded in N ms" (seconds), and of save to that line."""
+def _server_figures(raw: dict[str, Any], kind: str) -> tuple[float | None, ...]:
+    """p50s (seconds) of asyncreload's own "reloaded in N ms", of save to that line, and of
+    that line to the first new response."""
     reloads = [r for r in raw.get("reloads", []) if r["kind"] == kind]
+    answered = [r["answered_s"] for r in reloads if r.get("answered_s") is not None]
     if not reloads:
-        return None, None
+        return None, None, None
     return (
         statistics.median(r["server_ms"] for r in reloads) / 1000,
         statistics.median(r["logged_s"] for r in reloads),
+        statistics.median(answered) if answered else None,
     )
 
 
@@ -94,8 +97,9 @@ def _label(reloader: Reloader) -> str:
 def _rows(results: dict[str, dict[str, Any]]) -> list[str]:
     out = [
         '| site | edit | server | edit → new response p50 | p95 | server\'s "reloaded in" p50 '
-        '| save → "reloaded" line p50 | responses: failed / stale | first start |',
-        "|---|---|---|---|---|---|---|---|---|",
+        '| save → "reloaded" line p50 | line → new response p50 | responses: failed / stale '
+        "| first start |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for site in SITES.values():
         servers = [s for s in HEAVY_SERVERS if s.app == site.name and s.name in results]
@@ -110,12 +114,13 @@ def _rows(results: dict[str, dict[str, Any]]) -> list[str]:
                 samples = raw["edits"].get(kind, [])
                 ref = results.get(server.compare_to or "", {}).get("edits", {}).get(kind, [])
                 p50, p95 = median(samples), percentile(samples, 95)
-                own, logged = _server_figures(raw, kind)
+                own, logged, answered = _server_figures(raw, kind)
                 n, failed, stale = _tallies(raw, kind)
                 out.append(
                     head + f"| {_seconds(p50)}{_ratio(p50, median(ref))} "
                     f"| {_seconds(p95)}{_ratio(p95, percentile(ref, 95))} "
-                    f"| {_ms(own)} | {_ms(logged)} | {failed} / {stale} of {n:,} "
+                    f"| {_ms(own)} | {_ms(logged)} | {_ms(answered)} "
+                    f"| {failed} / {stale} of {n:,} "
                     f"| {_seconds(raw.get('startup_s'))} |"
                 )
     return out
@@ -193,7 +198,8 @@ def render_heavy(section: dict[str, Any] | None) -> list[str]:
         "an error status or a body that is no saved version; *stale* an older version than one "
         "already served. Ratios are to the framework's own reloader on the same edit. The "
         "server's own \"reloaded in\" figure is asyncreload's log line; *save → line* is when "
-        "that line was printed, on the harness's clock.",
+        "that line was printed, on the harness's clock, and *line → new response* how long "
+        "after it the client read the new version.",
         "",
         *_import_lines(section.get("import_costs")),
         *_rows(results),
