@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._fuse import FuseUnavailable, fuse_problem, passthrough
+from ._heavy import HEAVY_SERVERS, measure_heavy
 from ._live import measure_live
 from ._measure import REPO, Settings, measure
 from ._peers import PEERS, Peer, select
@@ -59,9 +60,13 @@ QUICK = Settings(
     stall_seconds=0.5,
 )
 QUICK_RELOAD = ReloadSettings(trials=3, spacing=(0.3, 0.6), burst_quiet=(1.5, 1.5))
-MEASUREMENTS = ("watch", "restart", "serve", "live")
+MEASUREMENTS = ("watch", "restart", "serve", "live", "heavy")
 """``watch``: the watchers on the trees; ``restart``: edit to a restarted process; ``serve``:
-edit to the first HTTP response with the new code."""
+edit to the first HTTP response with the new code; ``live``: the same in a browser; ``heavy``:
+edit to the first new response of a heavy FastAPI app and of a Django site."""
+HEAVY_TRIALS = 8
+"""Edits of each kind per server in the heavy measurement (``--trials`` overrides it; ``--quick``
+makes it 3)."""
 FUSE_MAX = 10_000
 """Bigger FUSE trees are out of scope: a sequential sweep of 100,000 files there takes ~15 s."""
 
@@ -71,13 +76,22 @@ def _sizes(text: str) -> list[int]:
     return [int(s) for s in text.replace("_", "").split(",") if s.strip()]
 
 
+def _spacing(text: str) -> tuple[float, float]:
+    """``0.6,1.2`` -> (0.6, 1.2): the least and the most seconds between two edits."""
+    low, _, high = text.partition(",")
+    pair = (float(low), float(high or low))
+    if not 0 <= pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 <= LO <= HI, got {text!r}")
+    return pair
+
+
 def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def _all_names() -> list[str]:
     """What ``--peers`` accepts: the watchers', then the reloaders' names."""
-    return [p.name for p in PEERS] + [r.name for r in (*RESTARTERS, *SERVERS)]
+    return [p.name for p in PEERS] + [r.name for r in (*RESTARTERS, *SERVERS, *HEAVY_SERVERS)]
 
 
 def _jsonable(value: Any) -> Any:
@@ -148,7 +162,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="also measure on FUSE passthrough mounts (default: yes)",
     )
-    parser.add_argument("--trials", type=int, help="edits per watcher and tree, and per reloader")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        help="edits per watcher and tree, and per reloader (heavy: per kind of edit, default "
+        f"{HEAVY_TRIALS})",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=_spacing,
+        metavar="LO,HI",
+        help="random pause in seconds before each reloader's edit (default 0.6,1.2; --quick "
+        "0.3,0.6)",
+    )
     parser.add_argument("--seed", type=int, default=5, help="random seed for files and spacing")
     parser.add_argument("--tmpdir", help="where to write the trees (default: the system's)")
     parser.add_argument(
@@ -321,6 +347,10 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
             settings, trials=args.trials, min_trials=min(settings.min_trials, args.trials)
         )
         reload_settings = replace(reload_settings, trials=args.trials)
+    if args.spacing:
+        reload_settings = replace(reload_settings, spacing=args.spacing)
+    heavy_trials = args.trials or (QUICK_RELOAD.trials if args.quick else HEAVY_TRIALS)
+    heavy_settings = replace(reload_settings, trials=heavy_trials)
     chosen = _selected(args)
     names = args.peers
     # --peers names watchers and reloaders alike: each measurement runs those it knows.
@@ -330,6 +360,9 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
         chosen.discard("watch")
     restarters = select_reloaders(RESTARTERS, names) if "restart" in chosen else []
     servers = select_reloaders(SERVERS, names) if "serve" in chosen else []
+    heavy_servers = select_reloaders(HEAVY_SERVERS, names) if "heavy" in chosen else []
+    if not heavy_servers:
+        chosen.discard("heavy")
     if names and "live" not in (args.only or ()):
         chosen.discard("live")  # it has no peers to name
     plan = _plan(args) if "watch" in chosen else []
@@ -371,6 +404,13 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
                 reload_settings, Path(workdir), logdir, f"{args.seed}/live"
             )
             _log(f"    done ({time.monotonic() - t_live:.0f} s)")
+        if "heavy" in chosen:
+            # The logs outlive the run: they show where the time between a save and the first
+            # new response went (asyncreload's "reloaded in N ms" lines, stamped).
+            reloads["heavy"] = measure_heavy(
+                heavy_servers, heavy_settings, Path(workdir), args.output / "logs", args.seed,
+                _log,
+            )  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {
@@ -384,10 +424,11 @@ def run(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
         "duration_s": time.monotonic() - t0,
         "settings": asdict(settings),
         "reload_settings": asdict(reload_settings),
+        "heavy_settings": asdict(heavy_settings),
     }
     report = render(
         meta, trees, peers, results, reloads.get("restart"), reloads.get("serve"),
-        reloads.get("live"),
+        reloads.get("live"), reloads.get("heavy"),
     )  # fmt: skip
     return report, {"meta": meta, "trees": trees, "results": results, **reloads}
 
@@ -399,7 +440,7 @@ def rerender(path: Path) -> str:
     peers = [p for p in PEERS if p.name in names]
     return render(
         raw["meta"], raw["trees"], peers, raw["results"], raw.get("restart"), raw.get("serve"),
-        raw.get("live"),
+        raw.get("live"), raw.get("heavy"),
     )  # fmt: skip
 
 

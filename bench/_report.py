@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._heavy_report import render_heavy
 from ._live import render_live
 from ._peers import Peer
 from ._reload_report import ReloadRow, render_restart, render_serve, summarize_reload
@@ -397,9 +398,10 @@ def render(
     restart: dict[str, Any] | None = None,
     serve: dict[str, Any] | None = None,
     live: dict[str, Any] | None = None,
+    heavy: dict[str, Any] | None = None,
 ) -> str:
-    """The markdown report for one run; ``restart``, ``serve`` and ``live`` are those
-    measurements' sections of the raw results, if they ran."""
+    """The markdown report for one run; ``restart``, ``serve``, ``live`` and ``heavy`` are
+    those measurements' sections of the raw results, if they ran."""
     by_key = {(r["tree"], r["peer"]): r for r in results}
     out = [
         "# asyncreload benchmark",
@@ -443,6 +445,7 @@ def render(
     out += render_serve(serve_rows)
     if live is not None:
         out += render_live(live)
+    out += render_heavy(heavy)
     targets += [_Target(*t) for t in reload_targets(restart_rows, serve_rows)]
     if targets:
         out += ["## Targets (issue 5)", ""]
