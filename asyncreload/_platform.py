@@ -7,10 +7,24 @@ be done is said in one line when it is asked for (see :func:`process_trees_missi
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from typing import Literal
 
-__all__ = ["DIR_FD", "DIR_FLAGS", "LINUX", "MACOS", "WINDOWS", "process_trees_missing"]
+__all__ = [
+    "DIR_FD",
+    "DIR_FLAGS",
+    "LINUX",
+    "MACOS",
+    "WINDOWS",
+    "OSErrorKind",
+    "is_dead_mount",
+    "is_gone",
+    "is_unresolvable_link",
+    "os_error_kind",
+    "process_trees_missing",
+]
 
 LINUX = sys.platform.startswith("linux")
 MACOS = sys.platform == "darwin"
@@ -24,6 +38,80 @@ DIR_FD = os.scandir in os.supports_fd and os.stat in os.supports_dir_fd
 Linux and macOS: yes. Windows: no (``os.open`` can't open a directory there), so the stat poller
 reads directories by their paths. It reads this at each directory it opens, so a test can set
 it False and sweep the portable way on Linux."""
+
+
+# --- OSError classification ------------------------------------------------------------------
+#
+# On Windows, os functions raise OSError with ``winerror`` set, and Python derives ``errno`` from
+# it (PC/errmap.h) only roughly: a share that went away (ERROR_BAD_NETPATH, 53) becomes ENOENT,
+# as if the file had been deleted; a drive that isn't ready (ERROR_NOT_READY, 21) becomes EACCES;
+# most network errors become EINVAL. So where ``winerror`` is set and known, it decides; the errno
+# decides otherwise (POSIX, and winerrors not listed here, whose errno is then as good as any).
+
+_DEAD_MOUNT_ERRNOS = frozenset(
+    {errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.EHOSTDOWN, errno.EIO}
+)
+_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
+_UNRESOLVABLE_ERRNOS = frozenset({errno.ELOOP})
+
+_WIN_GONE = frozenset({2, 3, 267})
+"""ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_DIRECTORY (not a directory)."""
+_WIN_DEAD_MOUNT = frozenset({21, 51, 53, 55, 59, 64, 67, 121, 1222, 1231, 1232})
+"""ERROR_NOT_READY, ERROR_REM_NOT_LIST, ERROR_BAD_NETPATH, ERROR_DEV_NOT_EXIST,
+ERROR_UNEXP_NET_ERR, ERROR_NETNAME_DELETED, ERROR_BAD_NET_NAME, ERROR_SEM_TIMEOUT (an SMB server
+that stopped answering), ERROR_NO_NETWORK, ERROR_NETWORK_UNREACHABLE, ERROR_HOST_UNREACHABLE."""
+_WIN_UNRESOLVABLE = frozenset({1920, 1921})
+"""ERROR_CANT_ACCESS_FILE (a reparse point the system can't follow), ERROR_CANT_RESOLVE_FILENAME
+(too many reparse points: a symlink or junction loop)."""
+
+OSErrorKind = Literal["gone", "dead mount", "unresolvable link", "other"]
+"""What an OSError from a stat or a listing means to a watcher (see :func:`os_error_kind`)."""
+
+
+def os_error_kind(error: OSError) -> OSErrorKind:
+    """What ``error`` means, on any system: ``gone`` (the path is not there, or no longer a
+    directory), ``dead mount`` (the file system stopped answering: a killed FUSE daemon, a
+    lost server or share), ``unresolvable link`` (a symlink or junction that can't be followed:
+    a loop), or ``other`` (denied, and the rest: the path is there).
+
+    >>> os_error_kind(OSError(errno.ENOENT, "gone")), os_error_kind(OSError(errno.EIO, "I/O"))
+    ('gone', 'dead mount')
+    >>> share_lost = OSError(errno.ENOENT, "The network path was not found")
+    >>> share_lost.winerror = 53  # Windows sets this, and ENOENT from it
+    >>> os_error_kind(share_lost)
+    'dead mount'
+    """
+    winerror = getattr(error, "winerror", None)
+    if winerror is not None:
+        if winerror in _WIN_GONE:
+            return "gone"
+        if winerror in _WIN_DEAD_MOUNT:
+            return "dead mount"
+        if winerror in _WIN_UNRESOLVABLE:
+            return "unresolvable link"
+    code = error.errno
+    if code in _GONE_ERRNOS:
+        return "gone"
+    if code in _DEAD_MOUNT_ERRNOS:
+        return "dead mount"
+    if code in _UNRESOLVABLE_ERRNOS:
+        return "unresolvable link"
+    return "other"
+
+
+def is_gone(error: OSError) -> bool:
+    """The path is not there (any more), or is not a directory where one was needed."""
+    return os_error_kind(error) == "gone"
+
+
+def is_dead_mount(error: OSError) -> bool:
+    """The file system is not answering: not "the path is gone"."""
+    return os_error_kind(error) == "dead mount"
+
+
+def is_unresolvable_link(error: OSError) -> bool:
+    """A symlink (or junction) on the way can't be followed: a loop, most often."""
+    return os_error_kind(error) == "unresolvable link"
 
 
 def process_trees_missing(what: str) -> str | None:

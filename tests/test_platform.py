@@ -3,13 +3,16 @@ mount tables of macOS and Windows, parsed from their own words and planned."""
 
 from __future__ import annotations
 
+import errno
 import ntpath
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from asyncreload import _platform
 from asyncreload._types import Backend
 from asyncreload._watch.mounts import Mount, parse_macos_mount, windows_mounts
 from asyncreload._watch.plan import plan
@@ -169,3 +172,47 @@ def test_windows_overrides_nest_by_their_depth() -> None:
         ("C:\\proj\\vendor\\a", Backend.EVENTS, ("C:\\proj\\vendor\\a\\b",)),
         ("C:\\proj\\vendor\\a\\b", Backend.STAT, ()),
     ]
+
+
+# Windows's winerrors, each with the errno Python's table (PC/errmap.h) gives it: network errors
+# it doesn't know become EINVAL, and two mislead (a lost share as ENOENT, a drive not ready as
+# EACCES). The winerror decides.
+WINDOWS_ERRORS = [
+    (2, errno.ENOENT, "gone"),  # ERROR_FILE_NOT_FOUND
+    (3, errno.ENOENT, "gone"),  # ERROR_PATH_NOT_FOUND
+    (267, errno.ENOTDIR, "gone"),  # ERROR_DIRECTORY
+    (53, errno.ENOENT, "dead mount"),  # ERROR_BAD_NETPATH
+    (67, errno.ENOENT, "dead mount"),  # ERROR_BAD_NET_NAME
+    (21, errno.EACCES, "dead mount"),  # ERROR_NOT_READY
+    (55, errno.EINVAL, "dead mount"),  # ERROR_DEV_NOT_EXIST
+    (59, errno.EINVAL, "dead mount"),  # ERROR_UNEXP_NET_ERR
+    (64, errno.EINVAL, "dead mount"),  # ERROR_NETNAME_DELETED
+    (121, errno.EINVAL, "dead mount"),  # ERROR_SEM_TIMEOUT
+    (1231, errno.EINVAL, "dead mount"),  # ERROR_NETWORK_UNREACHABLE
+    (1920, errno.EINVAL, "unresolvable link"),  # ERROR_CANT_ACCESS_FILE
+    (1921, errno.EINVAL, "unresolvable link"),  # ERROR_CANT_RESOLVE_FILENAME
+    (5, errno.EACCES, "other"),  # ERROR_ACCESS_DENIED
+    (32, errno.EACCES, "other"),  # ERROR_SHARING_VIOLATION: there, and busy
+]
+
+
+@pytest.mark.parametrize(("winerror", "code", "kind"), WINDOWS_ERRORS)
+def test_windows_errors_are_classified_by_their_winerror(
+    winerror: int, code: int, kind: str
+) -> None:
+    error = OSError(code, "as Windows says it")
+    setattr(error, "winerror", winerror)  # noqa: B010 - typeshed has it on Windows only
+    assert _platform.os_error_kind(error) == kind
+    assert _platform.is_gone(error) is (kind == "gone")
+    assert _platform.is_dead_mount(error) is (kind == "dead mount")
+    assert _platform.is_unresolvable_link(error) is (kind == "unresolvable link")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(errno.ENOENT, "gone"), (errno.ENOTDIR, "gone"), (errno.ENOTCONN, "dead mount"),
+     (errno.ESTALE, "dead mount"), (errno.EIO, "dead mount"), (errno.ELOOP, "unresolvable link"),
+     (errno.EACCES, "other"), (errno.ETIMEDOUT, "other")],
+)  # fmt: skip
+def test_posix_errors_are_classified_by_their_errno(code: int, kind: str) -> None:
+    assert _platform.os_error_kind(OSError(code, os.strerror(code))) == kind

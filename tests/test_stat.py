@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -602,3 +604,93 @@ async def test_a_cpu_budget_stretches_the_pause_between_sweeps(tmp_path: Path) -
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("Linux file system semantics")
+
+
+def _windows_error(winerror: int, code: int, path: str) -> OSError:
+    """An OSError as Windows's os functions raise it: ``winerror`` set, and the errno Python's
+    table (PC/errmap.h) derives from it, which for network errors says little or misleads."""
+    error = OSError(code, os.strerror(code), path)
+    setattr(error, "winerror", winerror)  # noqa: B010 - typeshed has it on Windows only
+    return error
+
+
+def _failing_stat(
+    monkeypatch: pytest.MonkeyPatch, fails: Callable[[str, bool], OSError | None]
+) -> None:
+    """``os.stat`` raising ``fails(path, follow_symlinks)`` where that is not None."""
+    real = os.stat
+
+    def stat(path: str, *, dir_fd: int | None = None, follow_symlinks: bool = True) -> object:
+        error = fails(os.fsdecode(path), follow_symlinks)
+        if error is not None:
+            raise error
+        return real(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(os, "stat", stat)
+
+
+@pytest.mark.parametrize(
+    ("winerror", "code"),
+    [(53, errno.ENOENT), (64, errno.EINVAL), (21, errno.EACCES), (1231, errno.EINVAL)],
+    ids=["BAD_NETPATH", "NETNAME_DELETED", "NOT_READY", "NETWORK_UNREACHABLE"],
+)
+def test_a_share_that_stops_answering_on_windows_is_not_reported_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, winerror: int, code: int
+) -> None:
+    # Windows's way, forced on Linux: directories read by path, and a lost share raises its
+    # winerror, with an errno (ENOENT for ERROR_BAD_NETPATH) that alone would read as deleted.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    make_tree(tmp_path, dirs=2, files=3)
+    first = sweep(tmp_path)
+    share = str(tmp_path / "d1")
+    _failing_stat(
+        monkeypatch,
+        lambda p, _: _windows_error(winerror, code, p) if p.startswith(share) else None,
+    )
+    second = sweep(tmp_path, first.snapshot)
+    assert second.changes == []
+    assert [(p.path, p.dead_mount) for p in second.problems] == [(share, True)]
+    assert second.snapshot.files == first.snapshot.files  # its last known state, kept
+
+
+def test_a_file_gone_on_windows_is_deleted_and_a_lost_share_under_it_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Restat of a known listing: ERROR_FILE_NOT_FOUND is a deletion; ERROR_UNEXP_NET_ERR for a
+    # file of another directory is its whole directory not answering.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    make_tree(tmp_path, dirs=2, files=3)
+    _age(tmp_path)
+    first = sweep(tmp_path)
+    gone, lost = str(tmp_path / "d0" / "f0.py"), str(tmp_path / "d1" / "f0.py")
+
+    def fails(path: str, follow: bool) -> OSError | None:
+        if path == gone:
+            return _windows_error(2, errno.ENOENT, path)
+        if path == lost:
+            return _windows_error(59, errno.EINVAL, path)
+        return None
+
+    _failing_stat(monkeypatch, fails)
+    second = sweep(tmp_path, first.snapshot)
+    assert kinds(second, tmp_path) == {"d0/f0.py": ChangeKind.DELETED}
+    assert [(p.path, p.dead_mount) for p in second.problems] == [(str(tmp_path / "d1"), True)]
+
+
+def test_a_link_windows_cant_resolve_is_watched_as_the_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A symlink loop on Windows: ERROR_CANT_RESOLVE_FILENAME (errno EINVAL), not ELOOP.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    (tmp_path / "m.py").write_text("x")
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "m.py")  # a real link; its following fails as on Windows
+    _failing_stat(
+        monkeypatch,
+        lambda p, follow: (
+            _windows_error(1921, errno.EINVAL, p) if p == str(loop) and follow else None
+        ),
+    )
+    first = sweep(tmp_path)
+    assert first.problems == []
+    assert set(first.snapshot.files) == {str(tmp_path / "m.py"), str(loop)}

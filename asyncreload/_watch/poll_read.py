@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 from .. import _platform
-from .._platform import DIR_FLAGS
+from .._platform import DIR_FLAGS, is_dead_mount, is_gone, os_error_kind
 from .._types import Change, ChangeKind, Source
 from .paths import below
-from .snapshot import DEAD_MOUNT_ERRNOS, GONE_ERRNOS, UNREADABLE, FileKey, file_key, same_content
+from .snapshot import UNREADABLE, FileKey, file_key, same_content
 
 __all__ = ["OpenDir", "restat", "stat_all", "stat_name"]
 
@@ -79,11 +79,11 @@ def stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=fd)
     except OSError as e:
-        if e.errno == errno.ELOOP or e.errno in GONE_ERRNOS:
+        if os_error_kind(e) in ("gone", "unresolvable link"):
             try:
                 return os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError as e2:
-                if e2.errno in GONE_ERRNOS:
+                if is_gone(e2):
                     return None
                 raise
         raise
@@ -105,7 +105,7 @@ def stat_all(
         try:
             st = stat_name(prefix + name, fd)
         except OSError as e:
-            if e.errno in DEAD_MOUNT_ERRNOS:
+            if is_dead_mount(e):
                 raise
             files[name] = known.get(name, UNREADABLE)
             unreadable = unreadable or e
@@ -141,7 +141,7 @@ def restat(
             try:
                 retried = stat_name(prefix + name, fd)
             except OSError as e:
-                if e.errno in DEAD_MOUNT_ERRNOS:
+                if is_dead_mount(e):
                     raise
                 unreadable = unreadable or e
                 continue

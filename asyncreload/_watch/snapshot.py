@@ -7,16 +7,14 @@ the tree and compares each directory it reads with the last :class:`Snapshot`'s 
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass, field
 
+from .._platform import is_dead_mount
 from .._types import Change, ChangeKind, Source
 from .paths import below
 
 __all__ = [
-    "DEAD_MOUNT_ERRNOS",
-    "GONE_ERRNOS",
     "UNREADABLE",
     "DirRecord",
     "FileKey",
@@ -50,15 +48,6 @@ def file_key(st: os.stat_result) -> FileKey:
 def same_content(a: FileKey, b: FileKey) -> bool:
     """True if two keys agree on everything but the inode (for a file seen across a remount)."""
     return a >> 64 == b >> 64
-
-
-DEAD_MOUNT_ERRNOS = frozenset(
-    {errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.EHOSTDOWN, errno.EIO}
-)
-"""errnos that mean "the file system is not answering", not "the path is gone"."""
-
-GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
-"""errnos that mean "the path is not there (any more)"."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +123,7 @@ class Problem:
     @property
     def dead_mount(self) -> bool:
         """True if the file system stopped answering (a killed FUSE daemon, a lost server)."""
-        return self.error.errno in DEAD_MOUNT_ERRNOS
+        return is_dead_mount(self.error)
 
 
 def diff_files(
