@@ -13,6 +13,7 @@ import sys
 from typing import Literal
 
 __all__ = [
+    "CTIME_IS_CHANGE",
     "DIR_FD",
     "DIR_FLAGS",
     "LINUX",
@@ -38,6 +39,13 @@ DIR_FD = os.scandir in os.supports_fd and os.stat in os.supports_dir_fd
 Linux and macOS: yes. Windows: no (``os.open`` can't open a directory there), so the stat poller
 reads directories by their paths. It reads this at each directory it opens, so a test can set
 it False and sweep the portable way on Linux."""
+
+CTIME_IS_CHANGE = not WINDOWS
+"""Is ``st_ctime`` the time of the last change to a file's metadata (POSIX: a chmod, a rename,
+every write)? On Windows it is the file's creation time (Python 3.12 gives that as
+``st_birthtime`` and deprecates ``st_ctime`` for it), which no edit changes: the poller's file
+key then leaves it out (see :func:`asyncreload._watch.snapshot.file_key`). Read at each use, so
+a test can set it False and key files the Windows way on Linux."""
 
 
 # --- OSError classification ------------------------------------------------------------------

@@ -10,15 +10,17 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import anyio
 import pytest
 
 from asyncreload import Change, ChangeKind, PathFilter, _platform, open_watcher
 from asyncreload._watch.poll import HOT_FOR, Sweep, Sweeper, _HotSet, poll
-from asyncreload._watch.snapshot import Snapshot
+from asyncreload._watch.snapshot import Snapshot, file_key, same_content
 
 from .conftest import FuseMount
 from .helpers import CLI, all_of, collect_until, has, reading_by_path, without_dac_override
@@ -694,3 +696,47 @@ def test_a_link_windows_cant_resolve_is_watched_as_the_link(
     first = sweep(tmp_path)
     assert first.problems == []
     assert set(first.snapshot.files) == {str(tmp_path / "m.py"), str(loop)}
+
+
+def _fake_stat(**fields: int) -> os.stat_result:
+    base = {"st_mtime_ns": 10**18, "st_ctime_ns": 10**18, "st_size": 10, "st_ino": 7}
+    return cast(os.stat_result, types.SimpleNamespace(**{**base, **fields}))
+
+
+def test_on_windows_the_file_key_leaves_the_creation_time_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_platform, "CTIME_IS_CHANGE", False)
+    key = file_key(_fake_stat(st_file_attributes=0x20))
+    assert file_key(_fake_stat(st_file_attributes=0x20, st_ctime_ns=5)) == key  # created anew
+    assert file_key(_fake_stat(st_file_attributes=0x21)) != key  # made read-only
+    assert file_key(_fake_stat(st_file_attributes=0x20, st_mtime_ns=10**18 + 1)) != key
+    assert file_key(_fake_stat(st_file_attributes=0x20, st_size=11)) != key
+    renumbered = file_key(_fake_stat(st_file_attributes=0x20, st_ino=8))
+    assert renumbered != key and same_content(renumbered, key)
+    # A 128-bit file index (ReFS) is folded into the inode's 64 bits: the rest stays apart.
+    wide = file_key(_fake_stat(st_file_attributes=0x20, st_ino=(3 << 64) | 5))
+    assert wide != key and same_content(wide, key)
+    monkeypatch.setattr(_platform, "CTIME_IS_CHANGE", True)
+    assert file_key(_fake_stat(st_ctime_ns=5)) != file_key(_fake_stat())  # POSIX: a change
+
+
+@pytest.mark.parametrize("listing", ["read again", "trusted"])
+def test_on_windows_a_sweep_does_not_take_st_ctime_for_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listing: str
+) -> None:
+    # Keyed the Windows way on Linux: a chmod changes only the ctime here, which on Windows is
+    # the creation time; the sweep (its restat of a trusted listing too) doesn't count it.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    monkeypatch.setattr(_platform, "CTIME_IS_CHANGE", False)
+    (tmp_path / "m.py").write_text("x")
+    (tmp_path / "n.py").write_text("x")
+    if listing == "trusted":
+        _age(tmp_path)
+    first = sweep(tmp_path)
+    (tmp_path / "m.py").chmod(0o600)
+    _after_a_clock_tick(tmp_path / "n.py")
+    (tmp_path / "n.py").write_text("yy")
+    second = sweep(tmp_path, first.snapshot)
+    assert kinds(second, tmp_path) == {"n.py": ChangeKind.MODIFIED}
+    assert kinds(sweep(tmp_path, second.snapshot), tmp_path) == {}

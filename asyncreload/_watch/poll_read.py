@@ -14,7 +14,7 @@ from .. import _platform
 from .._platform import DIR_FLAGS, is_dead_mount, is_gone, os_error_kind
 from .._types import Change, ChangeKind, Source
 from .paths import below
-from .snapshot import UNREADABLE, FileKey, file_key, same_content
+from .snapshot import UNREADABLE, FileKey, file_key, same_content, windows_file_key
 
 __all__ = ["OpenDir", "restat", "stat_all", "stat_name"]
 
@@ -134,6 +134,7 @@ def restat(
     changes = []
     unreadable = None
     stat_, fd, prefix = os.stat, opened.fd, opened.prefix
+    ctime_counts = _platform.CTIME_IS_CHANGE
     for name, key in known.items():
         try:
             st = stat_(prefix + name, dir_fd=fd)
@@ -152,8 +153,13 @@ def restat(
                 changes.append(Change(ChangeKind.DELETED, base + name, Source.STAT))
                 continue
             st = retried
-        # file_key(), inlined: the call alone is a fifth of this loop's time.
-        new_key = (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
+        if ctime_counts:
+            # file_key(), inlined: the call alone is a fifth of this loop's time.
+            new_key = (
+                (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
+            )
+        else:
+            new_key = windows_file_key(st)  # st_ctime is no change time there
         if new_key != key:
             if stat.S_ISDIR(st.st_mode):
                 return None
