@@ -16,12 +16,17 @@ __all__ = [
     "CTIME_IS_CHANGE",
     "DIR_FD",
     "DIR_FLAGS",
+    "JUNCTIONS",
     "LINUX",
     "MACOS",
     "WINDOWS",
     "OSErrorKind",
     "is_dead_mount",
     "is_gone",
+    "is_junction",
+    "is_junction_stat",
+    "is_link",
+    "is_link_path",
     "is_unresolvable_link",
     "os_error_kind",
     "process_trees_missing",
@@ -46,6 +51,59 @@ every write)? On Windows it is the file's creation time (Python 3.12 gives that 
 ``st_birthtime`` and deprecates ``st_ctime`` for it), which no edit changes: the poller's file
 key then leaves it out (see :func:`asyncreload._watch.snapshot.file_key`). Read at each use, so
 a test can set it False and key files the Windows way on Linux."""
+
+
+# --- Directory junctions ---------------------------------------------------------------------
+
+JUNCTIONS = WINDOWS
+"""Are there directory junctions (Windows's other kind of directory link, which
+:meth:`os.DirEntry.is_symlink` and :func:`os.path.islink` don't count)? The walkers treat one as
+a symlinked directory (walked after the real ones, counted for the bound: see walk.py). Read at
+each use, so a test can set it True on Linux."""
+
+FILE_ATTRIBUTE_REPARSE_POINT = 0x400
+IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003
+"""A junction's reparse tag (a symlink's is IO_REPARSE_TAG_SYMLINK, 0xA000000C)."""
+
+
+def is_junction_stat(st: os.stat_result) -> bool:
+    """Is this ``lstat`` (``follow_symlinks=False``) a junction's? Windows's fields; False where
+    they are missing."""
+    attributes: int = getattr(st, "st_file_attributes", 0)
+    tag: int = getattr(st, "st_reparse_tag", 0)
+    return bool(attributes & FILE_ATTRIBUTE_REPARSE_POINT) and tag == IO_REPARSE_TAG_MOUNT_POINT
+
+
+def is_junction(entry: os.DirEntry[str]) -> bool:
+    """Is the directory entry a junction? :meth:`os.DirEntry.is_junction` (3.12+), else its
+    ``lstat``'s attributes (which ``scandir`` on Windows has without a system call)."""
+    check = getattr(entry, "is_junction", None)
+    if check is not None:
+        return bool(check())
+    try:
+        return is_junction_stat(entry.stat(follow_symlinks=False))
+    except OSError:
+        return False
+
+
+def is_link(entry: os.DirEntry[str]) -> bool:
+    """Is the directory entry a symlink, or (where there are any) a junction?"""
+    return entry.is_symlink() or (JUNCTIONS and is_junction(entry))
+
+
+def is_link_path(path: str) -> bool:
+    """Is ``path`` a symlink, or (where there are any) a junction?"""
+    if os.path.islink(path):
+        return True
+    if not JUNCTIONS:
+        return False
+    check = getattr(os.path, "isjunction", None)  # 3.12+
+    if check is not None:
+        return bool(check(path))
+    try:
+        return is_junction_stat(os.lstat(path))
+    except OSError:
+        return False
 
 
 # --- OSError classification ------------------------------------------------------------------

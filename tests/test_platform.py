@@ -8,7 +8,9 @@ import ntpath
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -216,3 +218,47 @@ def test_windows_errors_are_classified_by_their_winerror(
 )  # fmt: skip
 def test_posix_errors_are_classified_by_their_errno(code: int, kind: str) -> None:
     assert _platform.os_error_kind(OSError(code, os.strerror(code))) == kind
+
+
+class _Entry:
+    """A directory entry as Windows's scandir gives one, for :func:`_platform.is_junction`."""
+
+    def __init__(self, attributes: int, tag: int, *, symlink: bool = False) -> None:
+        self.lstat = types.SimpleNamespace(st_file_attributes=attributes, st_reparse_tag=tag)
+        self.symlink = symlink
+
+    def is_symlink(self) -> bool:
+        return self.symlink
+
+    def stat(self, *, follow_symlinks: bool = True) -> object:
+        assert not follow_symlinks
+        return self.lstat
+
+
+class _NewEntry(_Entry):
+    """Python 3.12's, which says it itself."""
+
+    def is_junction(self) -> bool:
+        return True
+
+
+REPARSE_POINT, DIRECTORY = 0x400, 0x10
+JUNCTION_TAG, SYMLINK_TAG = 0xA0000003, 0xA000000C
+
+
+def test_a_windows_junction_is_a_link_and_a_plain_directory_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    junction = cast(os.DirEntry[str], _Entry(DIRECTORY | REPARSE_POINT, JUNCTION_TAG))
+    plain = cast(os.DirEntry[str], _Entry(DIRECTORY, 0))
+    symlink = cast(os.DirEntry[str], _Entry(DIRECTORY | REPARSE_POINT, SYMLINK_TAG, symlink=True))
+    new = cast(os.DirEntry[str], _NewEntry(DIRECTORY, 0))
+    monkeypatch.setattr(_platform, "JUNCTIONS", True)
+    assert [_platform.is_junction(e) for e in (junction, plain, symlink, new)] == [
+        True, False, False, True
+    ]  # fmt: skip
+    assert [_platform.is_link(e) for e in (junction, plain, symlink, new)] == [
+        True, False, True, True
+    ]  # fmt: skip
+    monkeypatch.setattr(_platform, "JUNCTIONS", False)  # POSIX: no junctions to look for
+    assert [_platform.is_link(e) for e in (junction, plain, symlink)] == [False, False, True]

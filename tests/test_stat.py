@@ -19,6 +19,8 @@ import anyio
 import pytest
 
 from asyncreload import Change, ChangeKind, PathFilter, _platform, open_watcher
+from asyncreload._exceptions import WatchPathError
+from asyncreload._watch import walk
 from asyncreload._watch.poll import HOT_FOR, Sweep, Sweeper, _HotSet, poll
 from asyncreload._watch.snapshot import Snapshot, file_key, same_content
 
@@ -740,3 +742,24 @@ def test_on_windows_a_sweep_does_not_take_st_ctime_for_a_change(
     second = sweep(tmp_path, first.snapshot)
     assert kinds(second, tmp_path) == {"n.py": ChangeKind.MODIFIED}
     assert kinds(sweep(tmp_path, second.snapshot), tmp_path) == {}
+
+
+def test_a_junction_is_walked_as_a_symlinked_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows's junctions, forced on Linux: "vendored" is a real directory here, that the
+    # platform seam takes for a junction. It is a link to the walk: walked after the others, and
+    # named when the walk grows too large through it.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    monkeypatch.setattr(_platform, "JUNCTIONS", True)
+    monkeypatch.setattr(_platform, "is_junction", lambda entry: entry.name == "vendored")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "m.py").write_text("x")
+    for i in range(40):
+        (tmp_path / "vendored" / f"d{i}").mkdir(parents=True)
+    first = sweep(tmp_path)
+    assert first.snapshot.dirs[str(tmp_path)].links == {"vendored"}
+    assert first.snapshot.dirs[str(tmp_path / "src")].links == frozenset()
+    monkeypatch.setattr(walk, "MAX_DIRS", 30)
+    with pytest.raises(WatchPathError, match=r"29 of them through the symlink .*vendored"):
+        sweep(tmp_path)

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .._exceptions import WatchPathError
-from .._platform import is_gone
+from .._platform import is_gone, is_link
 from .._types import Change, ChangeKind, Source
 from .paths import below
 from .poll_read import OpenDir, restat, stat_all
@@ -226,9 +226,10 @@ class Comparison:
                 child = base + entry.name
                 try:
                     # follow_symlinks=False would treat a symlinked source dir as a file;
-                    # where links lead is the walk rule's business (walk.py).
+                    # where links lead is the walk rule's business (walk.py). A junction
+                    # (Windows) is such a link too.
                     is_dir = entry.is_dir()
-                    if is_dir and entry.is_symlink():
+                    if is_dir and is_link(entry):
                         links.add(entry.name)
                 except OSError:
                     is_dir = False
