@@ -23,6 +23,8 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+from . import _platform
+
 __all__ = ["DEFAULT_IGNORE_DIRS", "DEFAULT_IGNORE_GLOBS", "PathFilter"]
 
 DEFAULT_IGNORE_DIRS: frozenset[str] = frozenset(
@@ -69,6 +71,10 @@ class PathFilter:
     any depth), an ``include`` glob against the file's own name. A glob with ``/`` is matched
     against the whole relative path (``*`` crosses ``/`` there). Directories are always walked
     when ``include`` is given; only the files in them are narrowed.
+
+    On Windows a ``\\`` in a glob separates as ``/`` does (``src\\*.py``, ``docs\\_build``), since
+    paths are written so there; elsewhere it stays a character of the name, as :mod:`fnmatch`
+    has it (POSIX names may hold one).
     """
 
     __slots__ = ("_exclude_names", "_exclude_paths", "_ignore_dirs", "_include_names",
@@ -84,16 +90,17 @@ class PathFilter:
         self.include = tuple(include)
         self.exclude = tuple(exclude)
         self.default_ignores = default_ignores
+        include, exclude = _spelled(self.include), _spelled(self.exclude)
         self._ignore_dirs = DEFAULT_IGNORE_DIRS if default_ignores else frozenset()
-        names = [g for g in self.exclude if "/" not in g]
+        names = [g for g in exclude if "/" not in g]
         if default_ignores:
             names += DEFAULT_IGNORE_GLOBS
         self._exclude_names = _union(names)
         # "docs/_build" excludes what is below it too
-        path_globs = [g.strip("/") for g in self.exclude if "/" in g]
+        path_globs = [g.strip("/") for g in exclude if "/" in g]
         self._exclude_paths = _union(path_globs + [g + "/*" for g in path_globs])
-        self._include_names = _union(g for g in self.include if "/" not in g)
-        self._include_paths = _union(g.strip("/") for g in self.include if "/" in g)
+        self._include_names = _union(g for g in include if "/" not in g)
+        self._include_paths = _union(g.strip("/") for g in include if "/" in g)
 
     def __repr__(self) -> str:
         return (
@@ -118,6 +125,14 @@ class PathFilter:
     def walks(self, relpath: str) -> bool:
         """True if the directory at ``relpath`` should be walked (the poller prunes the rest)."""
         return self(relpath, is_dir=True)
+
+
+def _spelled(globs: tuple[str, ...]) -> tuple[str, ...]:
+    """The globs as matched against ``/``-separated relative paths: Windows's ``\\`` made ``/``
+    (read at each filter made, so a test can set :data:`asyncreload._platform.WINDOWS`)."""
+    if not _platform.WINDOWS:
+        return globs
+    return tuple(g.replace("\\", "/") for g in globs)
 
 
 def _union(globs: Iterable[str]) -> re.Pattern[str] | None:

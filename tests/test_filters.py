@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asyncreload import PathFilter
+from asyncreload import PathFilter, _platform
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,24 @@ def test_exclude_wins_over_include() -> None:
 
 def test_repr_names_the_settings() -> None:
     assert "exclude=['*.log']" in repr(PathFilter(exclude=["*.log"]))
+
+
+def test_on_windows_a_backslash_in_a_glob_separates(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Paths are written with "\" there; the filter sees relative paths "/"-separated (paths.py).
+    monkeypatch.setattr(_platform, "WINDOWS", True)
+    f = PathFilter(include=["src\\*.py", "*.toml"], exclude=["docs\\_build", "\\tmp\\"])
+    assert f("src/m.py") and f("pyproject.toml")
+    assert not f("lib/m.py")  # a path glob: src\*.py is below src only
+    assert not f("docs/_build/index.toml") and not f.walks("docs/_build")
+    assert not f.walks("tmp") and f.walks("src")
+    assert f.include == ("src\\*.py", "*.toml")  # as given, for messages
+
+
+def test_on_posix_a_backslash_in_a_glob_is_a_character_of_the_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_platform, "WINDOWS", False)
+    f = PathFilter(include=["src\\*.py"], exclude=["a\\b"])
+    assert not f("src/m.py")
+    assert f("src\\m.py")  # one name with a backslash in it: a POSIX file may be called that
+    assert not f.walks("a\\b") and f.walks("a/b")

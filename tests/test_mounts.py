@@ -5,9 +5,12 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from asyncreload import _platform
 from asyncreload._types import Backend
+from asyncreload._watch import mounts
 from asyncreload._watch.mounts import (
     Mount,
+    MountTable,
     RereadTable,
     cache_delay,
     parse_mountinfo,
@@ -271,3 +274,44 @@ async def test_a_reread_table_returns_when_the_table_differs_and_only_then() -> 
     table.pop()
     with anyio.fail_after(10):
         await reread.changed()  # the unmount too
+
+
+@pytest.mark.anyio
+async def test_on_windows_a_drive_mapped_after_the_start_is_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Windows, forced on Linux: the drive list GetDriveTypeW would give (3 fixed, 4 remote),
+    # changed by the test as `net use Z: \\nas\code` and `net use Z: /delete` would.
+    for flag, value in (("LINUX", False), ("MACOS", False), ("WINDOWS", True)):
+        monkeypatch.setattr(_platform, flag, value)
+    drives = {"C:\\": 3}
+    monkeypatch.setattr(mounts, "_drive_types", lambda: dict(drives))
+    monkeypatch.setattr(mounts, "REREAD_INTERVAL", 0.01)
+    assert read_mounts() == []
+    table = MountTable.open()
+    assert isinstance(table, RereadTable)  # no signal for a new drive: the table read again
+    with table:
+        with anyio.move_on_after(0.3) as quiet:
+            await table.changed()
+        assert quiet.cancelled_caught
+        drives["Z:\\"] = 4
+        with anyio.fail_after(10):
+            await table.changed()
+        assert [(m.mount_point, m.remote) for m in read_mounts()] == [("Z:\\", True)]
+        drives["D:\\"] = 5  # a CD-ROM: not in the table, no change to it
+        with anyio.move_on_after(0.3) as quiet:
+            await table.changed()
+        assert quiet.cancelled_caught
+        del drives["Z:\\"]
+        with anyio.fail_after(10):
+            await table.changed()
+    assert read_mounts() == []
+
+
+def test_where_the_os_is_none_of_the_three_there_is_no_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for flag in ("LINUX", "MACOS", "WINDOWS"):
+        monkeypatch.setattr(_platform, flag, False)
+    assert read_mounts() == []
+    assert MountTable.open() is None

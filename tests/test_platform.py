@@ -3,13 +3,18 @@ mount tables of macOS and Windows, parsed from their own words and planned."""
 
 from __future__ import annotations
 
+import errno
 import ntpath
+import os
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from asyncreload import _platform
 from asyncreload._types import Backend
 from asyncreload._watch.mounts import Mount, parse_macos_mount, windows_mounts
 from asyncreload._watch.plan import plan
@@ -169,3 +174,91 @@ def test_windows_overrides_nest_by_their_depth() -> None:
         ("C:\\proj\\vendor\\a", Backend.EVENTS, ("C:\\proj\\vendor\\a\\b",)),
         ("C:\\proj\\vendor\\a\\b", Backend.STAT, ()),
     ]
+
+
+# Windows's winerrors, each with the errno Python's table (PC/errmap.h) gives it: network errors
+# it doesn't know become EINVAL, and two mislead (a lost share as ENOENT, a drive not ready as
+# EACCES). The winerror decides.
+WINDOWS_ERRORS = [
+    (2, errno.ENOENT, "gone"),  # ERROR_FILE_NOT_FOUND
+    (3, errno.ENOENT, "gone"),  # ERROR_PATH_NOT_FOUND
+    (267, errno.ENOTDIR, "gone"),  # ERROR_DIRECTORY
+    (53, errno.ENOENT, "dead mount"),  # ERROR_BAD_NETPATH
+    (67, errno.ENOENT, "dead mount"),  # ERROR_BAD_NET_NAME
+    (21, errno.EACCES, "dead mount"),  # ERROR_NOT_READY
+    (55, errno.EINVAL, "dead mount"),  # ERROR_DEV_NOT_EXIST
+    (59, errno.EINVAL, "dead mount"),  # ERROR_UNEXP_NET_ERR
+    (64, errno.EINVAL, "dead mount"),  # ERROR_NETNAME_DELETED
+    (121, errno.EINVAL, "dead mount"),  # ERROR_SEM_TIMEOUT
+    (1231, errno.EINVAL, "dead mount"),  # ERROR_NETWORK_UNREACHABLE
+    (1920, errno.EINVAL, "unresolvable link"),  # ERROR_CANT_ACCESS_FILE
+    (1921, errno.EINVAL, "unresolvable link"),  # ERROR_CANT_RESOLVE_FILENAME
+    (5, errno.EACCES, "other"),  # ERROR_ACCESS_DENIED
+    (32, errno.EACCES, "other"),  # ERROR_SHARING_VIOLATION: there, and busy
+]
+
+
+@pytest.mark.parametrize(("winerror", "code", "kind"), WINDOWS_ERRORS)
+def test_windows_errors_are_classified_by_their_winerror(
+    winerror: int, code: int, kind: str
+) -> None:
+    error = OSError(code, "as Windows says it")
+    setattr(error, "winerror", winerror)  # noqa: B010 - typeshed has it on Windows only
+    assert _platform.os_error_kind(error) == kind
+    assert _platform.is_gone(error) is (kind == "gone")
+    assert _platform.is_dead_mount(error) is (kind == "dead mount")
+    assert _platform.is_unresolvable_link(error) is (kind == "unresolvable link")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(errno.ENOENT, "gone"), (errno.ENOTDIR, "gone"), (errno.ENOTCONN, "dead mount"),
+     (errno.ESTALE, "dead mount"), (errno.EIO, "dead mount"), (errno.ELOOP, "unresolvable link"),
+     (errno.EACCES, "other"), (errno.ETIMEDOUT, "other")],
+)  # fmt: skip
+def test_posix_errors_are_classified_by_their_errno(code: int, kind: str) -> None:
+    assert _platform.os_error_kind(OSError(code, os.strerror(code))) == kind
+
+
+class _Entry:
+    """A directory entry as Windows's scandir gives one, for :func:`_platform.is_junction`."""
+
+    def __init__(self, attributes: int, tag: int, *, symlink: bool = False) -> None:
+        self.lstat = types.SimpleNamespace(st_file_attributes=attributes, st_reparse_tag=tag)
+        self.symlink = symlink
+
+    def is_symlink(self) -> bool:
+        return self.symlink
+
+    def stat(self, *, follow_symlinks: bool = True) -> object:
+        assert not follow_symlinks
+        return self.lstat
+
+
+class _NewEntry(_Entry):
+    """Python 3.12's, which says it itself."""
+
+    def is_junction(self) -> bool:
+        return True
+
+
+REPARSE_POINT, DIRECTORY = 0x400, 0x10
+JUNCTION_TAG, SYMLINK_TAG = 0xA0000003, 0xA000000C
+
+
+def test_a_windows_junction_is_a_link_and_a_plain_directory_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    junction = cast(os.DirEntry[str], _Entry(DIRECTORY | REPARSE_POINT, JUNCTION_TAG))
+    plain = cast(os.DirEntry[str], _Entry(DIRECTORY, 0))
+    symlink = cast(os.DirEntry[str], _Entry(DIRECTORY | REPARSE_POINT, SYMLINK_TAG, symlink=True))
+    new = cast(os.DirEntry[str], _NewEntry(DIRECTORY, 0))
+    monkeypatch.setattr(_platform, "JUNCTIONS", True)
+    assert [_platform.is_junction(e) for e in (junction, plain, symlink, new)] == [
+        True, False, False, True
+    ]  # fmt: skip
+    assert [_platform.is_link(e) for e in (junction, plain, symlink, new)] == [
+        True, False, True, True
+    ]  # fmt: skip
+    monkeypatch.setattr(_platform, "JUNCTIONS", False)  # POSIX: no junctions to look for
+    assert [_platform.is_link(e) for e in (junction, plain, symlink)] == [False, False, True]

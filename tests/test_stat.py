@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -9,14 +10,19 @@ import subprocess
 import sys
 import threading
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import anyio
 import pytest
 
 from asyncreload import Change, ChangeKind, PathFilter, _platform, open_watcher
+from asyncreload._exceptions import WatchPathError
+from asyncreload._watch import walk
 from asyncreload._watch.poll import HOT_FOR, Sweep, Sweeper, _HotSet, poll
-from asyncreload._watch.snapshot import Snapshot
+from asyncreload._watch.snapshot import Snapshot, file_key, same_content
 
 from .conftest import FuseMount
 from .helpers import CLI, all_of, collect_until, has, reading_by_path, without_dac_override
@@ -602,3 +608,158 @@ async def test_a_cpu_budget_stretches_the_pause_between_sweeps(tmp_path: Path) -
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("Linux file system semantics")
+
+
+def _windows_error(winerror: int, code: int, path: str) -> OSError:
+    """An OSError as Windows's os functions raise it: ``winerror`` set, and the errno Python's
+    table (PC/errmap.h) derives from it, which for network errors says little or misleads."""
+    error = OSError(code, os.strerror(code), path)
+    setattr(error, "winerror", winerror)  # noqa: B010 - typeshed has it on Windows only
+    return error
+
+
+def _failing_stat(
+    monkeypatch: pytest.MonkeyPatch, fails: Callable[[str, bool], OSError | None]
+) -> None:
+    """``os.stat`` raising ``fails(path, follow_symlinks)`` where that is not None."""
+    real = os.stat
+
+    def stat(path: str, *, dir_fd: int | None = None, follow_symlinks: bool = True) -> object:
+        error = fails(os.fsdecode(path), follow_symlinks)
+        if error is not None:
+            raise error
+        return real(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(os, "stat", stat)
+
+
+@pytest.mark.parametrize(
+    ("winerror", "code"),
+    [(53, errno.ENOENT), (64, errno.EINVAL), (21, errno.EACCES), (1231, errno.EINVAL)],
+    ids=["BAD_NETPATH", "NETNAME_DELETED", "NOT_READY", "NETWORK_UNREACHABLE"],
+)
+def test_a_share_that_stops_answering_on_windows_is_not_reported_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, winerror: int, code: int
+) -> None:
+    # Windows's way, forced on Linux: directories read by path, and a lost share raises its
+    # winerror, with an errno (ENOENT for ERROR_BAD_NETPATH) that alone would read as deleted.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    make_tree(tmp_path, dirs=2, files=3)
+    first = sweep(tmp_path)
+    share = str(tmp_path / "d1")
+    _failing_stat(
+        monkeypatch,
+        lambda p, _: _windows_error(winerror, code, p) if p.startswith(share) else None,
+    )
+    second = sweep(tmp_path, first.snapshot)
+    assert second.changes == []
+    assert [(p.path, p.dead_mount) for p in second.problems] == [(share, True)]
+    assert second.snapshot.files == first.snapshot.files  # its last known state, kept
+
+
+def test_a_file_gone_on_windows_is_deleted_and_a_lost_share_under_it_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Restat of a known listing: ERROR_FILE_NOT_FOUND is a deletion; ERROR_UNEXP_NET_ERR for a
+    # file of another directory is its whole directory not answering.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    make_tree(tmp_path, dirs=2, files=3)
+    _age(tmp_path)
+    first = sweep(tmp_path)
+    gone, lost = str(tmp_path / "d0" / "f0.py"), str(tmp_path / "d1" / "f0.py")
+
+    def fails(path: str, follow: bool) -> OSError | None:
+        if path == gone:
+            return _windows_error(2, errno.ENOENT, path)
+        if path == lost:
+            return _windows_error(59, errno.EINVAL, path)
+        return None
+
+    _failing_stat(monkeypatch, fails)
+    second = sweep(tmp_path, first.snapshot)
+    assert kinds(second, tmp_path) == {"d0/f0.py": ChangeKind.DELETED}
+    assert [(p.path, p.dead_mount) for p in second.problems] == [(str(tmp_path / "d1"), True)]
+
+
+def test_a_link_windows_cant_resolve_is_watched_as_the_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A symlink loop on Windows: ERROR_CANT_RESOLVE_FILENAME (errno EINVAL), not ELOOP.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    (tmp_path / "m.py").write_text("x")
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "m.py")  # a real link; its following fails as on Windows
+    _failing_stat(
+        monkeypatch,
+        lambda p, follow: (
+            _windows_error(1921, errno.EINVAL, p) if p == str(loop) and follow else None
+        ),
+    )
+    first = sweep(tmp_path)
+    assert first.problems == []
+    assert set(first.snapshot.files) == {str(tmp_path / "m.py"), str(loop)}
+
+
+def _fake_stat(**fields: int) -> os.stat_result:
+    base = {"st_mtime_ns": 10**18, "st_ctime_ns": 10**18, "st_size": 10, "st_ino": 7}
+    return cast(os.stat_result, types.SimpleNamespace(**{**base, **fields}))
+
+
+def test_on_windows_the_file_key_leaves_the_creation_time_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_platform, "CTIME_IS_CHANGE", False)
+    key = file_key(_fake_stat(st_file_attributes=0x20))
+    assert file_key(_fake_stat(st_file_attributes=0x20, st_ctime_ns=5)) == key  # created anew
+    assert file_key(_fake_stat(st_file_attributes=0x21)) != key  # made read-only
+    assert file_key(_fake_stat(st_file_attributes=0x20, st_mtime_ns=10**18 + 1)) != key
+    assert file_key(_fake_stat(st_file_attributes=0x20, st_size=11)) != key
+    renumbered = file_key(_fake_stat(st_file_attributes=0x20, st_ino=8))
+    assert renumbered != key and same_content(renumbered, key)
+    # A 128-bit file index (ReFS) is folded into the inode's 64 bits: the rest stays apart.
+    wide = file_key(_fake_stat(st_file_attributes=0x20, st_ino=(3 << 64) | 5))
+    assert wide != key and same_content(wide, key)
+    monkeypatch.setattr(_platform, "CTIME_IS_CHANGE", True)
+    assert file_key(_fake_stat(st_ctime_ns=5)) != file_key(_fake_stat())  # POSIX: a change
+
+
+@pytest.mark.parametrize("listing", ["read again", "trusted"])
+def test_on_windows_a_sweep_does_not_take_st_ctime_for_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listing: str
+) -> None:
+    # Keyed the Windows way on Linux: a chmod changes only the ctime here, which on Windows is
+    # the creation time; the sweep (its restat of a trusted listing too) doesn't count it.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    monkeypatch.setattr(_platform, "CTIME_IS_CHANGE", False)
+    (tmp_path / "m.py").write_text("x")
+    (tmp_path / "n.py").write_text("x")
+    if listing == "trusted":
+        _age(tmp_path)
+    first = sweep(tmp_path)
+    (tmp_path / "m.py").chmod(0o600)
+    _after_a_clock_tick(tmp_path / "n.py")
+    (tmp_path / "n.py").write_text("yy")
+    second = sweep(tmp_path, first.snapshot)
+    assert kinds(second, tmp_path) == {"n.py": ChangeKind.MODIFIED}
+    assert kinds(sweep(tmp_path, second.snapshot), tmp_path) == {}
+
+
+def test_a_junction_is_walked_as_a_symlinked_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows's junctions, forced on Linux: "vendored" is a real directory here, that the
+    # platform seam takes for a junction. It is a link to the walk: walked after the others, and
+    # named when the walk grows too large through it.
+    monkeypatch.setattr(_platform, "DIR_FD", False)
+    monkeypatch.setattr(_platform, "JUNCTIONS", True)
+    monkeypatch.setattr(_platform, "is_junction", lambda entry: entry.name == "vendored")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "m.py").write_text("x")
+    for i in range(40):
+        (tmp_path / "vendored" / f"d{i}").mkdir(parents=True)
+    first = sweep(tmp_path)
+    assert first.snapshot.dirs[str(tmp_path)].links == {"vendored"}
+    assert first.snapshot.dirs[str(tmp_path / "src")].links == frozenset()
+    monkeypatch.setattr(walk, "MAX_DIRS", 30)
+    with pytest.raises(WatchPathError, match=r"29 of them through the symlink .*vendored"):
+        sweep(tmp_path)

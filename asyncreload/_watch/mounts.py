@@ -14,13 +14,14 @@ import os
 import re
 import select
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
 import anyio
+
+from .. import _platform
 
 __all__ = [
     "Mount",
@@ -302,7 +303,13 @@ def cache_delay(mount: Mount) -> str | None:
 def read_mounts() -> list[Mount]:
     """The current mount table; empty where it can't be read (then events everywhere, plus
     the user's overrides)."""
-    return _READERS.get(sys.platform, _read_nothing)()
+    if _platform.LINUX:
+        return _read_linux()
+    if _platform.MACOS:
+        return _read_macos()
+    if _platform.WINDOWS:
+        return windows_mounts(_drive_types())
+    return []
 
 
 def _read_linux() -> list[Mount]:
@@ -328,24 +335,15 @@ def _read_macos() -> list[Mount]:
     return parse_macos_mount(done.stdout)
 
 
-def _read_windows() -> list[Mount]:  # pragma: no cover - Windows only
+def _drive_types() -> dict[str, int]:  # pragma: no cover - Windows only
+    """Each drive's root (``C:\\``) and the type ``GetDriveTypeW`` says it is, as they are now:
+    both calls are cheap, so the table is read again every few seconds."""
     import ctypes
 
     kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
     letters = kernel32.GetLogicalDrives()
     roots = [f"{chr(65 + i)}:\\" for i in range(26) if letters >> i & 1]
-    return windows_mounts({root: kernel32.GetDriveTypeW(root) for root in roots})
-
-
-def _read_nothing() -> list[Mount]:
-    return []
-
-
-_READERS: dict[str, Callable[[], list[Mount]]] = {
-    "linux": _read_linux,
-    "darwin": _read_macos,
-    "win32": _read_windows,
-}
+    return {root: kernel32.GetDriveTypeW(root) for root in roots}
 
 
 class MountTable:
@@ -371,11 +369,12 @@ class MountTable:
 
     @classmethod
     def open(cls) -> MountTable | RereadTable | None:
-        """The table's change signal: the kernel's on Linux; on macOS, which gives none, the
-        table read again (:class:`RereadTable`); elsewhere (or with no /proc) None."""
-        if sys.platform == "darwin":
+        """The table's change signal: the kernel's on Linux; on macOS and Windows, which give
+        none (a ``net use Z:`` after the start says nothing), the table read again
+        (:class:`RereadTable`); elsewhere (or with no /proc) None."""
+        if _platform.MACOS or _platform.WINDOWS:
             return RereadTable()
-        if not sys.platform.startswith("linux"):
+        if not _platform.LINUX:
             return None
         try:
             return cls(os.open(MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC))
@@ -426,21 +425,22 @@ class MountTable:
 
 
 REREAD_INTERVAL = 2.0
-"""Seconds between two reads of the table where nothing says it changed (macOS)."""
+"""Seconds between two reads of the table where nothing says it changed (macOS, Windows)."""
 
 
 class RereadTable:
     """Says when the mount table changes where the OS gives no signal for it (macOS, whose
-    ``mount`` takes a few milliseconds): it is read again every ``interval`` seconds, in a
+    ``mount`` takes a few milliseconds; Windows, whose drive types take microseconds): it is
+    read again every ``interval`` seconds, in a
     thread, and compared with the last read. So a volume mounted after the start is polled from
     at most ``interval`` seconds later. The first read is made at once, so that a mount made
     before the watcher's own first read of the table is not missed."""
 
     def __init__(
-        self, read: Callable[[], list[Mount]] = read_mounts, interval: float = REREAD_INTERVAL
+        self, read: Callable[[], list[Mount]] = read_mounts, interval: float | None = None
     ) -> None:
         self._read = read
-        self._interval = interval
+        self._interval = REREAD_INTERVAL if interval is None else interval
         self._last = self._key(read())
         self._limiter = anyio.CapacityLimiter(1)
 

@@ -39,19 +39,14 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream, TaskStatus
 
+from .._platform import is_gone
 from .._threads import run_sync
 from .._types import Change, ChangeKind, Source
 from ..filters import PathFilter
 from .paths import filter_relpath
 from .poll_compare import Comparison, Queued
 from .poll_read import stat_name
-from .snapshot import (
-    GONE_ERRNOS,
-    Problem,
-    Snapshot,
-    file_key,
-    same_content,
-)
+from .snapshot import Problem, Snapshot, file_key, same_content
 from .walk import pseudo_devices
 
 __all__ = ["Sweep", "Sweeper", "pause_after", "poll"]
@@ -465,7 +460,7 @@ def _same_device(path: str, dev: int) -> bool:
         try:
             return os.stat(path).st_dev == dev
         except OSError as e:
-            if e.errno not in GONE_ERRNOS:
+            if not is_gone(e):
                 return True  # not answering: not an unmount
         # Gone: with its directory (on dev still), or unmounted (the mount point, on another).
         parent = os.path.dirname(path)

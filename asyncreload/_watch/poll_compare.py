@@ -16,10 +16,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .._exceptions import WatchPathError
+from .._platform import is_gone, is_link
 from .._types import Change, ChangeKind, Source
 from .paths import below
 from .poll_read import OpenDir, restat, stat_all
-from .snapshot import GONE_ERRNOS, DirRecord, Problem, Snapshot, diff_files, file_key
+from .snapshot import DirRecord, Problem, Snapshot, diff_files, file_key
 from .walk import Walked
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class Comparison:
         except OSError as e:
             if e.errno == errno.ENOTDIR and path == self.sweeper.root:
                 return [], self._read_root_file(path)
-            if e.errno in GONE_ERRNOS:
+            if is_gone(e):
                 return [], self._gone(path)
             self._problem(path, e)
             return [], []
@@ -119,7 +120,7 @@ class Comparison:
         except WatchPathError:
             raise  # the walk grew too large: not a directory's problem, the target's
         except OSError as e:
-            if e.errno in GONE_ERRNOS:
+            if is_gone(e):
                 return [], self._gone(path)
             self._problem(path, e)
             return [], []
@@ -130,7 +131,7 @@ class Comparison:
         try:
             st = os.stat(path)
         except OSError as e:
-            if e.errno not in GONE_ERRNOS:
+            if not is_gone(e):
                 self._problem(path, e)
             return []
         key = self.new.loose[path] = file_key(st)
@@ -225,9 +226,10 @@ class Comparison:
                 child = base + entry.name
                 try:
                     # follow_symlinks=False would treat a symlinked source dir as a file;
-                    # where links lead is the walk rule's business (walk.py).
+                    # where links lead is the walk rule's business (walk.py). A junction
+                    # (Windows) is such a link too.
                     is_dir = entry.is_dir()
-                    if is_dir and entry.is_symlink():
+                    if is_dir and is_link(entry):
                         links.add(entry.name)
                 except OSError:
                     is_dir = False

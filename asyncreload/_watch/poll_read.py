@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 from .. import _platform
-from .._platform import DIR_FLAGS
+from .._platform import DIR_FLAGS, is_dead_mount, is_gone, os_error_kind
 from .._types import Change, ChangeKind, Source
 from .paths import below
-from .snapshot import DEAD_MOUNT_ERRNOS, GONE_ERRNOS, UNREADABLE, FileKey, file_key, same_content
+from .snapshot import UNREADABLE, FileKey, file_key, same_content, windows_file_key
 
 __all__ = ["OpenDir", "restat", "stat_all", "stat_name"]
 
@@ -79,11 +79,11 @@ def stat_name(name: str, fd: int | None = None) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=fd)
     except OSError as e:
-        if e.errno == errno.ELOOP or e.errno in GONE_ERRNOS:
+        if os_error_kind(e) in ("gone", "unresolvable link"):
             try:
                 return os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError as e2:
-                if e2.errno in GONE_ERRNOS:
+                if is_gone(e2):
                     return None
                 raise
         raise
@@ -105,7 +105,7 @@ def stat_all(
         try:
             st = stat_name(prefix + name, fd)
         except OSError as e:
-            if e.errno in DEAD_MOUNT_ERRNOS:
+            if is_dead_mount(e):
                 raise
             files[name] = known.get(name, UNREADABLE)
             unreadable = unreadable or e
@@ -134,6 +134,7 @@ def restat(
     changes = []
     unreadable = None
     stat_, fd, prefix = os.stat, opened.fd, opened.prefix
+    ctime_counts = _platform.CTIME_IS_CHANGE
     for name, key in known.items():
         try:
             st = stat_(prefix + name, dir_fd=fd)
@@ -141,7 +142,7 @@ def restat(
             try:
                 retried = stat_name(prefix + name, fd)
             except OSError as e:
-                if e.errno in DEAD_MOUNT_ERRNOS:
+                if is_dead_mount(e):
                     raise
                 unreadable = unreadable or e
                 continue
@@ -152,8 +153,13 @@ def restat(
                 changes.append(Change(ChangeKind.DELETED, base + name, Source.STAT))
                 continue
             st = retried
-        # file_key(), inlined: the call alone is a fifth of this loop's time.
-        new_key = (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
+        if ctime_counts:
+            # file_key(), inlined: the call alone is a fifth of this loop's time.
+            new_key = (
+                (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
+            )
+        else:
+            new_key = windows_file_key(st)  # st_ctime is no change time there
         if new_key != key:
             if stat.S_ISDIR(st.st_mode):
                 return None

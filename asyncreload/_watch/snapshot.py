@@ -7,16 +7,15 @@ the tree and compares each directory it reads with the last :class:`Snapshot`'s 
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass, field
 
+from .. import _platform
+from .._platform import is_dead_mount
 from .._types import Change, ChangeKind, Source
 from .paths import below
 
 __all__ = [
-    "DEAD_MOUNT_ERRNOS",
-    "GONE_ERRNOS",
     "UNREADABLE",
     "DirRecord",
     "FileKey",
@@ -25,6 +24,7 @@ __all__ = [
     "diff_files",
     "file_key",
     "same_content",
+    "windows_file_key",
 ]
 
 FileKey = int
@@ -36,29 +36,47 @@ less memory.
 The ctime catches an edit whose mtime was put back (``cp -p``, ``touch -r``, rsync); the inode, a
 file replaced by another within one timestamp tick. The inode is the lowest 64 bits, so
 :func:`same_content` can leave it out where inode numbers mean nothing: across a remount (sshfs
-hands out new ones), where the content metadata alone says what changed."""
+hands out new ones), where the content metadata alone says what changed.
+
+On Windows ``st_ctime`` is the creation time, not a change time, so the key is made of other
+fields there (:func:`windows_file_key`)."""
 
 UNREADABLE: FileKey = -1
 """The key of a listed file that could not be stat'ed yet (EACCES, ...): any real key differs."""
 
 
 def file_key(st: os.stat_result) -> FileKey:
-    """(mtime_ns, ctime_ns, size, inode) as one int, exactly: equal keys mean all are equal."""
+    """(mtime_ns, ctime_ns, size, inode) as one int, exactly: equal keys mean all are equal.
+    Where ctime is no change time (Windows), :func:`windows_file_key`."""
+    if not _platform.CTIME_IS_CHANGE:
+        return windows_file_key(st)
     return (st.st_mtime_ns << 192) | (st.st_ctime_ns << 128) | (st.st_size << 64) | st.st_ino
+
+
+_LOW_64 = (1 << 64) - 1
+
+
+def windows_file_key(st: os.stat_result) -> FileKey:
+    """The key where ``st_ctime`` is the creation time (Windows): (mtime_ns, file attributes,
+    size, file index), in the same places as :func:`file_key`'s.
+
+    The creation time says nothing of an edit (and Windows's "tunnelling" even hands a file
+    replaced within 15 s its predecessor's), so it is left out, and what catches an edit whose
+    mtime was put back on POSIX (the ctime) is missing here: the attributes catch a change of
+    read-only, hidden or archive (which a write sets), the file index a file replaced by
+    another. The file index may be 128 bits (ReFS, Python 3.12+): folded to 64, so that
+    :func:`same_content` still leaves it out alone.
+    """
+    ino = st.st_ino
+    if ino > _LOW_64:
+        ino = (ino ^ (ino >> 64)) & _LOW_64
+    attributes: int = getattr(st, "st_file_attributes", 0)  # Windows's; 0 where forced elsewhere
+    return (st.st_mtime_ns << 192) | (attributes << 128) | (st.st_size << 64) | ino
 
 
 def same_content(a: FileKey, b: FileKey) -> bool:
     """True if two keys agree on everything but the inode (for a file seen across a remount)."""
     return a >> 64 == b >> 64
-
-
-DEAD_MOUNT_ERRNOS = frozenset(
-    {errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.EHOSTDOWN, errno.EIO}
-)
-"""errnos that mean "the file system is not answering", not "the path is gone"."""
-
-GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
-"""errnos that mean "the path is not there (any more)"."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +152,7 @@ class Problem:
     @property
     def dead_mount(self) -> bool:
         """True if the file system stopped answering (a killed FUSE daemon, a lost server)."""
-        return self.error.errno in DEAD_MOUNT_ERRNOS
+        return is_dead_mount(self.error)
 
 
 def diff_files(

@@ -1,6 +1,7 @@
 """The rule both walkers (the stat poller and the inotify event source) follow into directories.
 
-Symlinked directories are followed, but a graph of links must not explode the walk:
+Symlinked directories are followed (and Windows's directory junctions, taken for symlinks:
+:func:`asyncreload._platform.is_link`), but a graph of links must not explode the walk:
 
 * A directory on a pseudo file system (``proc``, ``sysfs``, ``devtmpfs``, ``cgroup``, ...: the
   kernel's state, not files anyone edits) is never entered, whether through a symlink or a mount

@@ -15,7 +15,7 @@ import stat
 import threading
 
 from ..._exceptions import WatchPathError
-from ..._platform import DIR_FLAGS
+from ..._platform import DIR_FLAGS, os_error_kind
 from ..._types import Change, ChangeKind, Source
 from ...filters import PathFilter
 from ..paths import below, filter_relpath
@@ -55,7 +55,6 @@ MASK = (
 ``IN_MODIFY``, and a third event per written file would fill the kernel's queue half as fast
 again in a checkout, and report files that were opened for writing but not written."""
 
-_GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
 
 
@@ -228,7 +227,7 @@ class WatchTree:
         return wd
 
     def _cant_read(self, path: str, e: OSError) -> None:
-        if e.errno in _GONE:
+        if os_error_kind(e) in ("gone", "unresolvable link"):
             return  # vanished mid-walk: its deletion is an event of its parent's
         if e.errno in _DENIED:
             if path not in self.denied:

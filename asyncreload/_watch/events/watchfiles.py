@@ -36,6 +36,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from watchfiles._rust_notify import RustNotify, WatchfilesRustInternalError
 
+from ..._platform import is_link_path
 from ..._types import Backend, Change, ChangeKind, Source
 from ...filters import PathFilter
 from ..names import KnownNames
@@ -215,7 +216,7 @@ class _TargetWatch:
                     continue
                 new_dirs.append(path)
                 kind = ChangeKind.ADDED
-                relay = relay or os.path.dirname(path) in self.layout.flat or os.path.islink(path)
+                relay = relay or os.path.dirname(path) in self.layout.flat or is_link_path(path)
             if self.filter(relpath):
                 changes.append(Change(kind, path, Source.EVENTS))
         return changes, new_dirs, relay
