@@ -5,9 +5,9 @@
 way nothing is pulled, so changes made meanwhile fold into the next batch. A restart stops the
 command at once; after a burst (a checkout, a build: :data:`~.merge.BURST_PATHS` or
 more paths) it starts it again only when changes have stopped coming for a moment
-(:data:`SETTLE_QUIET`, counted from the start of the stop), so the burst is one restart even when
-it pauses; a save of a file or two restarts at once. What comes after the start causes exactly
-one more restart.
+(:data:`~.waiting.SETTLE_QUIET`, counted from the start of the stop), so the burst is one restart
+even when it pauses; a save of a file or two restarts at once. What comes after the start causes
+exactly one more restart.
 
 :class:`Backoff` is the pure part: how long to wait before restarting a command that keeps
 exiting by itself.
@@ -64,6 +64,7 @@ from .process import (
     terminal_hung_up,
 )
 from .restarts import Then, Wake, step
+from .waiting import settle, wait
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -75,14 +76,6 @@ log = logging.getLogger("asyncreload.run")
 CHANGES_LIMIT = 64 * 1024
 """Bytes of JSON at most in ``ASYNCRELOAD_CHANGES``: Linux refuses to start a program with an
 environment string over 128 KiB, and a ``git checkout`` can change thousands of files."""
-SETTLE_QUIET = 0.1
-"""Seconds without a new batch before a command stopped for a change is started again. Starting
-it while a burst (a checkout, a build) is still being written would restart it again at the
-burst's next pause; worse, its start-up competes for the CPU with the writer, and makes those
-pauses longer. The stop counts towards it, so a command that takes that long to stop waits for
-nothing more."""
-SETTLE_CAP = 2.0
-"""Seconds at most that the start waits for changes to stop coming."""
 CWD_RETRY = 1.0
 """Seconds between looks for a working directory that is gone (moved or removed), to start the
 command again once it is back."""
@@ -336,7 +329,7 @@ class ProcessRunner:
             # Only a burst is held back: a save of a file or two restarts at once.
             burst = why == "change" and len(batch) >= BURST_PATHS
             if burst:
-                batch = await _settle(changes, batch, since=began)
+                batch = await settle(changes, batch, since=began)
             else:
                 batch = fold(batch, changes.take_nowait())
             settled = anyio.current_time()
@@ -451,54 +444,12 @@ class ProcessRunner:
         delay: float | None = None,
     ) -> Wake:
         """Wait for the next thing to act on: a batch, the command's exit, Ctrl-C, a request."""
-        wake = Wake()
         assert self._wake is not None
         if self._stop_requested or self._restart_requested:
-            return wake
-        async with anyio.create_task_group() as tg:
-
-            async def batch() -> None:
-                while not wake.batch:
-                    try:
-                        wake.batch = self._admit(await changes.__anext__())
-                    except StopAsyncIteration:
-                        raise CommandError("the watcher stopped unexpectedly") from None
-                tg.cancel_scope.cancel()
-
-            async def exited() -> None:
-                await proc.wait()
-                wake.exited = True
-                tg.cancel_scope.cancel()
-
-            async def interrupted() -> None:
-                await proc.wait_interrupted()
-                wake.interrupted = True
-                tg.cancel_scope.cancel()
-
-            async def suspended() -> None:
-                await proc.wait_suspended()
-                wake.suspended = True
-                tg.cancel_scope.cancel()
-
-            async def requested(event: anyio.Event) -> None:
-                await event.wait()
-                tg.cancel_scope.cancel()
-
-            async def timer(delay: float) -> None:
-                await anyio.sleep(delay)
-                wake.timed_out = True
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(batch)
-            tg.start_soon(requested, self._wake)
-            if child:  # exited() raises if the guard dies
-                tg.start_soon(exited)
-                tg.start_soon(interrupted)
-                tg.start_soon(suspended)
-            else:  # the guard dies: say so now, not at the next change
-                tg.start_soon(proc.watch_guard)
-            if delay is not None:
-                tg.start_soon(timer, delay)
+            return Wake()
+        wake = await wait(
+            proc, changes, admit=self._admit, request=self._wake, child=child, delay=delay
+        )
         if self._wake.is_set():
             self._wake = anyio.Event()
         return wake
@@ -572,34 +523,6 @@ async def _suspend(proc: ManagedProcess) -> None:
     with contextlib.suppress(OSError):
         os.killpg(os.getpgrp(), signals.SIGTSTP)
     await proc.resume()
-
-
-async def _settle(
-    changes: ChangeStream,
-    batch: ChangeBatch,
-    *,
-    since: float,
-    quiet: float = SETTLE_QUIET,
-    cap: float = SETTLE_CAP,
-) -> ChangeBatch:
-    """Fold in the batches that keep coming until none has come for ``quiet`` seconds counted
-    from ``since`` (when the restart began; so a stop that took that long costs nothing more), or
-    for ``cap`` seconds in all, so that endless churn still gets a restart."""
-    give_up = since + cap
-    window_end = since + quiet
-    while True:
-        now = anyio.current_time()
-        window = min(window_end, give_up) - now
-        more: ChangeBatch = ()
-        if window > 0:
-            with anyio.move_on_after(window):
-                more = await changes.__anext__()
-        else:
-            more = changes.take_nowait()
-        if not more:
-            return batch
-        batch = fold(batch, more)
-        window_end = anyio.current_time() + quiet
 
 
 def _raise_sole_error(group: BaseExceptionGroup[BaseException]) -> None:
