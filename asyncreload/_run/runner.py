@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
 import os
 import shlex
-import shutil
 import signal as signals
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -38,8 +36,6 @@ from .._bytecode import purge_stale_bytecode
 from .._exceptions import (
     AsyncReloadError,
     CommandError,
-    CommandNotExecutableError,
-    CommandNotFoundError,
     ConfigError,
 )
 from .._loopguard import LoopGuard, changed_at, muted_line
@@ -55,6 +51,7 @@ from .._watch import (
     relative_to,
     summarize,
 )
+from .command import DirectoryGone, changes_env, check_command, start_failure_status
 from .process import (
     DEFAULT_GRACE,
     ManagedProcess,
@@ -73,9 +70,6 @@ __all__ = ["Backoff", "OnExit", "ProcessRunner", "RunOptions", "parse_signal", "
 
 log = logging.getLogger("asyncreload.run")
 
-CHANGES_LIMIT = 64 * 1024
-"""Bytes of JSON at most in ``ASYNCRELOAD_CHANGES``: Linux refuses to start a program with an
-environment string over 128 KiB, and a ``git checkout`` can change thousands of files."""
 CWD_RETRY = 1.0
 """Seconds between looks for a working directory that is gone (moved or removed), to start the
 command again once it is back."""
@@ -138,51 +132,6 @@ def parse_signal(value: str | int) -> signals.Signals:
         return signals.Signals[text if text.startswith("SIG") else "SIG" + text]
     except (KeyError, ValueError):
         raise ConfigError(f"unknown signal: {value!r} (try TERM, INT, HUP, QUIT or KILL)") from None
-
-
-def changes_env(batch: ChangeBatch, limit: int = CHANGES_LIMIT) -> dict[str, str]:
-    """``ASYNCRELOAD_CHANGES`` for a batch: a JSON list, cut to ``limit`` bytes if need be.
-
-    When the list is cut, ``ASYNCRELOAD_CHANGES_TRUNCATED=1`` says so.
-
-    >>> from asyncreload import Change, ChangeKind, Source
-    >>> changes_env((Change(ChangeKind.ADDED, "/a", Source.EVENTS),))
-    {'ASYNCRELOAD_CHANGES': '[{"change":"added","path":"/a","source":"events"}]'}
-    """
-    items: list[str] = []
-    size = 2
-    for change in batch:
-        item = json.dumps(change.to_json(), separators=(",", ":"))
-        size += len(item) + 1
-        if size > limit:
-            return {
-                "ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]",
-                "ASYNCRELOAD_CHANGES_TRUNCATED": "1",
-            }
-        items.append(item)
-    return {"ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]"}
-
-
-def check_command(name: str, *, env: Mapping[str, str], cwd: str) -> None:
-    """Raise CommandNotFoundError/CommandNotExecutableError now rather than after the watcher's
-    first sweep (which may take a while on a big tree)."""
-    if "/" in name:
-        path = os.path.join(cwd, name)
-        if not os.path.exists(path):
-            raise CommandNotFoundError(f"command not found: {name}")
-        if os.path.isdir(path) or not os.access(path, os.X_OK):
-            raise CommandNotExecutableError(f"command not executable: {name}")
-        return
-    search = env.get("PATH", os.defpath)
-    if shutil.which(name, path=search) is not None:
-        return
-    if shutil.which(name, mode=os.F_OK, path=search) is not None:
-        raise CommandNotExecutableError(f"command not executable: {name}")
-    raise CommandNotFoundError(f"command not found: {name}")
-
-
-class _DirectoryGone(CommandError):
-    """The command's working directory is gone: not the command's failure, and it passes."""
 
 
 class ProcessRunner:
@@ -342,7 +291,7 @@ class ProcessRunner:
             failure = await self._start(proc, batch)
             self._guard.settled()
             started = anyio.current_time()
-            gone = isinstance(failure, _DirectoryGone)
+            gone = isinstance(failure, DirectoryGone)
             if first:
                 task_status.started()
             elif self._cwd_gone and not gone:
@@ -355,7 +304,7 @@ class ProcessRunner:
             delay: float | None = None
             if failure:
                 if self.on_exit is OnExit.EXIT:
-                    return _start_failure_status(failure)
+                    return start_failure_status(failure)
                 if gone:
                     delay = CWD_RETRY
                     if not self._cwd_gone:  # once: the look each second is quiet
@@ -363,7 +312,7 @@ class ProcessRunner:
                         log.warning("%s; starting it once it is back", failure)
                 else:
                     delay = self._exit_delay(backoff, 0.0)
-                    self._log_exit(_start_failure_status(failure), failure, delay)
+                    self._log_exit(start_failure_status(failure), failure, delay)
 
             while True:  # until there's a reason to restart
                 wake = await self._wait(proc, changes, child=running, delay=delay)
@@ -410,7 +359,7 @@ class ProcessRunner:
         # Abandonable: the directory may be on a mount that stopped answering.
         there = await anyio.to_thread.run_sync(os.path.isdir, self._cwd, abandon_on_cancel=True)
         if self.starts and not there:  # no start to count: none began
-            return _DirectoryGone(f"can't start the command: {self._cwd} is gone")
+            return DirectoryGone(f"can't start the command: {self._cwd} is gone")
         env = dict(os.environ if self.env is None else self.env)
         env.update(changes_env(batch))
         env["ASYNCRELOAD_RESTART"] = str(self.starts)
@@ -506,11 +455,6 @@ def _known(returncode: int | None) -> int:
     """The returncode of a command that has exited."""
     assert returncode is not None
     return returncode
-
-
-def _start_failure_status(failure: CommandError) -> int:
-    """The exit status a shell gives a command it can't run: 126 or 127."""
-    return 126 if isinstance(failure, CommandNotExecutableError) else 127
 
 
 async def _suspend(proc: ManagedProcess) -> None:

@@ -1,0 +1,75 @@
+"""The command, as the restart loop starts it: checked before the watcher's first sweep, given
+the changes that caused its start in its environment, and the exit status of a start that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+
+from .._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
+from .._watch import ChangeBatch
+
+__all__ = [
+    "CHANGES_LIMIT",
+    "DirectoryGone",
+    "changes_env",
+    "check_command",
+    "start_failure_status",
+]
+
+CHANGES_LIMIT = 64 * 1024
+"""Bytes of JSON at most in ``ASYNCRELOAD_CHANGES``: Linux refuses to start a program with an
+environment string over 128 KiB, and a ``git checkout`` can change thousands of files."""
+
+
+def changes_env(batch: ChangeBatch, limit: int = CHANGES_LIMIT) -> dict[str, str]:
+    """``ASYNCRELOAD_CHANGES`` for a batch: a JSON list, cut to ``limit`` bytes if need be.
+
+    When the list is cut, ``ASYNCRELOAD_CHANGES_TRUNCATED=1`` says so.
+
+    >>> from asyncreload import Change, ChangeKind, Source
+    >>> changes_env((Change(ChangeKind.ADDED, "/a", Source.EVENTS),))
+    {'ASYNCRELOAD_CHANGES': '[{"change":"added","path":"/a","source":"events"}]'}
+    """
+    items: list[str] = []
+    size = 2
+    for change in batch:
+        item = json.dumps(change.to_json(), separators=(",", ":"))
+        size += len(item) + 1
+        if size > limit:
+            return {
+                "ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]",
+                "ASYNCRELOAD_CHANGES_TRUNCATED": "1",
+            }
+        items.append(item)
+    return {"ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]"}
+
+
+def check_command(name: str, *, env: Mapping[str, str], cwd: str) -> None:
+    """Raise CommandNotFoundError/CommandNotExecutableError now rather than after the watcher's
+    first sweep (which may take a while on a big tree)."""
+    if "/" in name:
+        path = os.path.join(cwd, name)
+        if not os.path.exists(path):
+            raise CommandNotFoundError(f"command not found: {name}")
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise CommandNotExecutableError(f"command not executable: {name}")
+        return
+    search = env.get("PATH", os.defpath)
+    if shutil.which(name, path=search) is not None:
+        return
+    if shutil.which(name, mode=os.F_OK, path=search) is not None:
+        raise CommandNotExecutableError(f"command not executable: {name}")
+    raise CommandNotFoundError(f"command not found: {name}")
+
+
+class DirectoryGone(CommandError):
+    """The command's working directory is gone: not the command's failure, and it passes."""
+
+
+def start_failure_status(failure: CommandError) -> int:
+    """The exit status a shell gives a command it can't run: 126 or 127."""
+    return 126 if isinstance(failure, CommandNotExecutableError) else 127
