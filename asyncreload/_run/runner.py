@@ -49,7 +49,6 @@ from .._watch import (
     fold,
     open_watcher,
     relative_to,
-    summarize,
 )
 from .command import DirectoryGone, changes_env, check_command, start_failure_status
 from .process import (
@@ -60,6 +59,7 @@ from .process import (
     open_managed_process,
     terminal_hung_up,
 )
+from .report import Report
 from .restarts import Then, Wake, step
 from .waiting import settle, wait
 
@@ -193,6 +193,7 @@ class ProcessRunner:
         self._wake: anyio.Event | None = None
         self._forced: anyio.Event | None = None
         self._guard = LoopGuard()
+        self._report = Report()
         self._starting: anyio.CancelScope | None = None
         self.on_start: Callable[[int], None] | None = None
         """Called with the command's PID after each start (``run --live-reload-port``)."""
@@ -226,6 +227,7 @@ class ProcessRunner:
         """
         here = current_directory()
         cwd = self._cwd = here if self.cwd is None else os.path.join(here, self.cwd)
+        self._report.cwd = cwd
         env = os.environ if self.env is None else self.env
         if not self.shell:
             check_command(self.argv[0], env=env, cwd=cwd)
@@ -298,7 +300,7 @@ class ProcessRunner:
                 self._cwd_gone = False
                 log.info("%s is back: started the command again", self._cwd)
             elif not gone:
-                self._log_restart(why, batch, stopped - began, started - settled)
+                self._report.restarted(why, batch, stopped - began, started - settled)
             running = failure is None
             # Once the command is gone: restart after this many seconds (None: on a change).
             delay: float | None = None
@@ -312,7 +314,7 @@ class ProcessRunner:
                         log.warning("%s; starting it once it is back", failure)
                 else:
                     delay = self._exit_delay(backoff, 0.0)
-                    self._log_exit(start_failure_status(failure), failure, delay)
+                    self._report.exited(start_failure_status(failure), failure, delay)
 
             while True:  # until there's a reason to restart
                 wake = await self._wait(proc, changes, child=running, delay=delay)
@@ -335,7 +337,7 @@ class ProcessRunner:
                     running = False
                 if then.exited:
                     delay = self._exit_delay(backoff, anyio.current_time() - started)
-                    self._log_exit(_known(returncode), None, delay)
+                    self._report.exited(_known(returncode), None, delay)
                 if then.then is Then.FINISH:
                     return await self._finish(proc, had_child=then.had_child,
                                               signalled=then.signalled)  # fmt: skip
@@ -430,25 +432,6 @@ class ProcessRunner:
         grace = 0.0 if self._force else None
         await proc.stop(signalled=signalled, grace=grace)
         return proc.returncode if had_child else None
-
-    # -- what the log says ----------------------------------------------------------------------
-
-    def _log_restart(self, why: str, batch: ChangeBatch, stop: float, start: float) -> None:
-        ms = 1000
-        took = f"in {(stop + start) * ms:.0f} ms (stop {stop * ms:.0f} + start {start * ms:.0f})"
-        if batch:
-            log.info("restarted %s after %s", took, summarize(batch, self._cwd))
-        else:
-            log.info("restarted %s %s", took, "on request" if why == "request" else "after exit")
-
-    def _log_exit(self, returncode: int, failure: CommandError | None, delay: float | None) -> None:
-        then = "restarting on the next change" if delay is None else (
-            "restarting now" if delay == 0 else f"restarting in {delay:g} s")  # fmt: skip
-        if failure:
-            log.error("%s; %s", failure, then)
-            return
-        level = logging.INFO if returncode == 0 else logging.WARNING
-        log.log(level, "command %s; %s", describe_returncode(returncode), then)
 
 
 def _known(returncode: int | None) -> int:
