@@ -1,5 +1,6 @@
-"""The command, as the restart loop starts it: checked before the watcher's first sweep, given
-the changes that caused its start in its environment, and the exit status of a start that failed.
+"""The command, as the restart loop starts it: checked before the watcher's first sweep, each
+start given the changes that caused it in its environment, and the exit status of a start that
+failed.
 """
 
 from __future__ import annotations
@@ -7,22 +8,30 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 
+import anyio
+
+from .._bytecode import purge_stale_bytecode
 from .._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
 from .._watch import ChangeBatch
+from .process import ManagedProcess
 
 __all__ = [
     "CHANGES_LIMIT",
     "DirectoryGone",
     "changes_env",
     "check_command",
+    "start",
     "start_failure_status",
 ]
 
 CHANGES_LIMIT = 64 * 1024
 """Bytes of JSON at most in ``ASYNCRELOAD_CHANGES``: Linux refuses to start a program with an
 environment string over 128 KiB, and a ``git checkout`` can change thousands of files."""
+_CLEAR = "\x1b[H\x1b[2J\x1b[3J"
+"""Cursor home, clear the screen, clear the scrollback (xterm and most others)."""
 
 
 def changes_env(batch: ChangeBatch, limit: int = CHANGES_LIMIT) -> dict[str, str]:
@@ -73,3 +82,28 @@ class DirectoryGone(CommandError):
 def start_failure_status(failure: CommandError) -> int:
     """The exit status a shell gives a command it can't run: 126 or 127."""
     return 126 if isinstance(failure, CommandNotExecutableError) else 127
+
+
+async def start(
+    proc: ManagedProcess,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str,
+    batch: ChangeBatch,
+    restart: int,
+    clear: bool,
+) -> int:
+    """Start the command in ``cwd`` as its start number ``restart`` (0: the first), told of the
+    changes in ``batch``; ``clear``: clear the screen first. Returns its PID; raises
+    :class:`CommandError` when it can't be started."""
+    env = dict(os.environ if env is None else env)
+    env.update(changes_env(batch))
+    env["ASYNCRELOAD_RESTART"] = str(restart)
+    # A Python command would otherwise import a module edited within the same second at the
+    # same size as its stale cached bytecode (see _bytecode).
+    await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
+    if clear:
+        sys.stdout.write(_CLEAR)
+        sys.stdout.flush()
+    return await proc.start(argv, env=env, cwd=cwd)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import os
 import shlex
 import signal as signals
@@ -32,13 +31,12 @@ from anyio.abc import TaskStatus
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from .._bytecode import purge_stale_bytecode
 from .._exceptions import (
     AsyncReloadError,
     CommandError,
     ConfigError,
 )
-from .._loopguard import LoopGuard, changed_at, muted_line
+from .._loopguard import LoopGuard, changed_at
 from .._watch import (
     BURST_PATHS,
     QUANTITIES,
@@ -48,19 +46,18 @@ from .._watch import (
     current_directory,
     fold,
     open_watcher,
-    relative_to,
 )
-from .command import DirectoryGone, changes_env, check_command, start_failure_status
+from .command import DirectoryGone, check_command, start, start_failure_status
 from .process import (
     DEFAULT_GRACE,
     ManagedProcess,
     StrPath,
-    describe_returncode,
     open_managed_process,
     terminal_hung_up,
 )
-from .report import Report
-from .restarts import Then, Wake, step
+from .report import Report, log
+from .requests import Requests
+from .restarts import Then, step
 from .waiting import settle, wait
 
 if TYPE_CHECKING:
@@ -68,13 +65,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Backoff", "OnExit", "ProcessRunner", "RunOptions", "parse_signal", "run_process"]
 
-log = logging.getLogger("asyncreload.run")
 
 CWD_RETRY = 1.0
 """Seconds between looks for a working directory that is gone (moved or removed), to start the
 command again once it is back."""
-_CLEAR = "\x1b[H\x1b[2J\x1b[3J"
-"""Cursor home, clear the screen, clear the scrollback (xterm and most others)."""
 
 
 class OnExit(str, enum.Enum):
@@ -186,36 +180,19 @@ class ProcessRunner:
         self.watch_options = watch_options
         self.starts = 0
         """How many times the command was started (``ASYNCRELOAD_RESTART`` is this, before)."""
-        self._restart_requested = False
-        self._stop_requested = False
-        self._cwd_gone = False
-        self._force = False
-        self._wake: anyio.Event | None = None
-        self._forced: anyio.Event | None = None
+        self._requests = Requests()
         self._guard = LoopGuard()
         self._report = Report()
-        self._starting: anyio.CancelScope | None = None
         self.on_start: Callable[[int], None] | None = None
         """Called with the command's PID after each start (``run --live-reload-port``)."""
 
     def restart(self) -> None:
         """Restart the command now, as if a file had changed (e.g. on SIGHUP)."""
-        self._restart_requested = True
-        self._poke()
+        self._requests.ask_restart()
 
     def stop(self, *, force: bool = False) -> None:
         """Stop the command gracefully and return from :meth:`run`; ``force``: SIGKILL it now."""
-        self._stop_requested = True
-        self._force = self._force or force
-        self._poke()
-
-    def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-        if self._force and self._forced is not None:
-            self._forced.set()
-        if self._stop_requested and self._starting is not None:
-            self._starting.cancel()  # no command yet: nothing to stop gracefully
+        self._requests.ask_stop(force=force)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> int | None:
         """Watch, run the command, restart it on changes, until :meth:`stop` or the command's exit
@@ -231,15 +208,10 @@ class ProcessRunner:
         env = os.environ if self.env is None else self.env
         if not self.shell:
             check_command(self.argv[0], env=env, cwd=cwd)
-        self._wake, self._forced = anyio.Event(), anyio.Event()
-        if self._force:
-            self._forced.set()
         # A stop while the watcher starts (which waits for a hung mount as long as it hangs)
         # ends the start: the loop that would see the stop request is not running yet.
         result = None
-        starting = self._starting = anyio.CancelScope()
-        if self._stop_requested:
-            starting.cancel()
+        starting = self._requests.begin()
         try:
             with starting:
                 async with (
@@ -249,7 +221,7 @@ class ProcessRunner:
                     open_watcher(*self.paths, **self.watch_options) as changes,
                     anyio.create_task_group() as tg,
                 ):
-                    self._starting = None
+                    self._requests.started()
                     tg.start_soon(self._kill_when_forced, proc)
                     result = await self._loop(proc, changes, task_status)
                     tg.cancel_scope.cancel()
@@ -257,12 +229,11 @@ class ProcessRunner:
             _raise_sole_error(group)
             raise
         finally:
-            self._starting = None
+            self._requests.started()
         return result
 
     async def _kill_when_forced(self, proc: ManagedProcess) -> None:
-        assert self._forced is not None
-        await self._forced.wait()
+        await self._requests.forced()
         await proc.kill()
 
     # -- the loop -------------------------------------------------------------------------------
@@ -273,7 +244,7 @@ class ProcessRunner:
         batch: ChangeBatch = ()
         why = ""
         backoff = Backoff()
-        while not self._stop_requested:
+        while not self._requests.stop:
             began = anyio.current_time()
             await proc.stop()
             stopped = anyio.current_time()
@@ -285,10 +256,10 @@ class ProcessRunner:
                 batch = fold(batch, changes.take_nowait())
             settled = anyio.current_time()
             if burst:
-                log.debug("held the start %.0f ms for more changes", (settled - stopped) * 1000)
+                self._report.held(settled - stopped)
             # This start answers a restart asked for during the stop (a SIGHUP, say): else it
             # would be stopped again at once.
-            self._restart_requested = False
+            self._requests.restart = False
             first = self.starts == 0
             failure = await self._start(proc, batch)
             self._guard.settled()
@@ -296,9 +267,6 @@ class ProcessRunner:
             gone = isinstance(failure, DirectoryGone)
             if first:
                 task_status.started()
-            elif self._cwd_gone and not gone:
-                self._cwd_gone = False
-                log.info("%s is back: started the command again", self._cwd)
             elif not gone:
                 self._report.restarted(why, batch, stopped - began, started - settled)
             running = failure is None
@@ -309,23 +277,23 @@ class ProcessRunner:
                     return start_failure_status(failure)
                 if gone:
                     delay = CWD_RETRY
-                    if not self._cwd_gone:  # once: the look each second is quiet
-                        self._cwd_gone = True
-                        log.warning("%s; starting it once it is back", failure)
+                    self._report.cwd_gone(failure)
                 else:
                     delay = self._exit_delay(backoff, 0.0)
                     self._report.exited(start_failure_status(failure), failure, delay)
 
             while True:  # until there's a reason to restart
-                wake = await self._wait(proc, changes, child=running, delay=delay)
+                wake = await wait(
+                    proc, changes, self._requests, admit=self._admit, child=running, delay=delay
+                )
                 returncode = proc.returncode
                 # The changes that came while the directory was gone are this start's too.
                 pending = fold(batch, wake.batch) if gone else wake.batch
                 then = step(
                     wake,
                     running=running,
-                    stop_requested=self._stop_requested,
-                    restart_requested=self._restart_requested,
+                    stop_requested=self._requests.stop,
+                    restart_requested=self._requests.restart,
                     exit_ends_run=self.on_exit is OnExit.EXIT,
                     by_terminal=wake.exited and self._interrupted(proc, _known(returncode)),
                     hangup=proc.interrupt == signals.SIGHUP,
@@ -342,12 +310,12 @@ class ProcessRunner:
                     return await self._finish(proc, had_child=then.had_child,
                                               signalled=then.signalled)  # fmt: skip
                 if then.then is Then.EXIT:
-                    log.debug("command %s", describe_returncode(_known(returncode)))
+                    self._report.ended(_known(returncode))
                     await proc.stop()  # whatever it left behind
                     return returncode
                 if then.then is Then.RESTART:
                     batch, why = pending, then.why
-                    self._restart_requested = False
+                    self._requests.restart = False
                     break
         if self.starts == 0:
             task_status.started()
@@ -362,19 +330,11 @@ class ProcessRunner:
         there = await anyio.to_thread.run_sync(os.path.isdir, self._cwd, abandon_on_cancel=True)
         if self.starts and not there:  # no start to count: none began
             return DirectoryGone(f"can't start the command: {self._cwd} is gone")
-        env = dict(os.environ if self.env is None else self.env)
-        env.update(changes_env(batch))
-        env["ASYNCRELOAD_RESTART"] = str(self.starts)
         first = self.starts == 0
         self.starts += 1
-        # A Python command would otherwise import a module edited within the same second at the
-        # same size as its stale cached bytecode (see _bytecode).
-        await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
-        if self.clear:
-            sys.stdout.write(_CLEAR)
-            sys.stdout.flush()
         try:
-            pid = await proc.start(self.argv, env=env, cwd=self._cwd)
+            pid = await start(proc, self.argv, env=self.env, cwd=self._cwd, batch=batch,
+                              restart=self.starts - 1, clear=self.clear)  # fmt: skip
         except CommandError as e:
             if first:
                 raise
@@ -382,37 +342,13 @@ class ProcessRunner:
         if self.on_start is not None:
             self.on_start(pid)
         if first:
-            where = ", ".join(os.fspath(p) for p in self.paths) or self._cwd
-            log.info("watching %s; running %s", where, shlex.join(self.argv))
+            self._report.watching(self.paths, self.argv)
         return None
-
-    async def _wait(
-        self,
-        proc: ManagedProcess,
-        changes: ChangeStream,
-        *,
-        child: bool,
-        delay: float | None = None,
-    ) -> Wake:
-        """Wait for the next thing to act on: a batch, the command's exit, Ctrl-C, a request."""
-        assert self._wake is not None
-        if self._stop_requested or self._restart_requested:
-            return Wake()
-        wake = await wait(
-            proc, changes, admit=self._admit, request=self._wake, child=child, delay=delay
-        )
-        if self._wake.is_set():
-            self._wake = anyio.Event()
-        return wake
 
     def _admit(self, batch: ChangeBatch) -> ChangeBatch:
         """``batch``, or nothing when it holds only paths that keep restarting the command."""
         verdict = self._guard.admit({c.path: changed_at(c) for c in batch})
-        cwd = self._cwd  # resolved at the start: os.getcwd() fails once the directory is gone
-        roots = [os.path.join(cwd, os.fspath(p)) for p in self.paths] or [cwd]
-        for path in verdict.muted:
-            shown = relative_to(path, cwd)
-            log.warning(muted_line(path, shown, roots, "--exclude", "restarts"))
+        self._report.muted(verdict.muted, self.paths)
         return batch if verdict.paths else ()
 
     def _interrupted(self, proc: ManagedProcess, returncode: int) -> bool:
@@ -429,7 +365,7 @@ class ProcessRunner:
         self, proc: ManagedProcess, *, had_child: bool, signalled: bool = False
     ) -> int | None:
         """Stop the command (and what it left); its returncode if it was running, else None."""
-        grace = 0.0 if self._force else None
+        grace = 0.0 if self._requests.force else None
         await proc.stop(signalled=signalled, grace=grace)
         return proc.returncode if had_child else None
 

@@ -14,6 +14,7 @@ import anyio
 from .._exceptions import CommandError
 from .._watch import ChangeBatch, ChangeStream, fold
 from .process import ManagedProcess
+from .requests import Requests
 from .restarts import Wake
 
 __all__ = ["SETTLE_CAP", "SETTLE_QUIET", "settle", "wait"]
@@ -31,14 +32,20 @@ SETTLE_CAP = 2.0
 async def wait(
     proc: ManagedProcess,
     changes: ChangeStream,
+    requests: Requests,
     *,
     admit: Callable[[ChangeBatch], ChangeBatch],
-    request: anyio.Event,
     child: bool,
     delay: float | None = None,
 ) -> Wake:
-    """Wait for the next thing to act on: a batch, the command's exit, Ctrl-C, a request."""
+    """Wait for the next thing to act on: a batch, the command's exit, Ctrl-C, a request.
+
+    ``admit`` filters each batch (an empty one does not end the wait); ``child``: a command is
+    running; ``delay``: end the wait after so many seconds anyway.
+    """
     wake = Wake()
+    if requests.pending:
+        return wake
     async with anyio.create_task_group() as tg:
 
         async def batch() -> None:
@@ -64,8 +71,8 @@ async def wait(
             wake.suspended = True
             tg.cancel_scope.cancel()
 
-        async def requested(event: anyio.Event) -> None:
-            await event.wait()
+        async def requested() -> None:
+            await requests.woken()
             tg.cancel_scope.cancel()
 
         async def timer(delay: float) -> None:
@@ -74,7 +81,7 @@ async def wait(
             tg.cancel_scope.cancel()
 
         tg.start_soon(batch)
-        tg.start_soon(requested, request)
+        tg.start_soon(requested)
         if child:  # exited() raises if the guard dies
             tg.start_soon(exited)
             tg.start_soon(interrupted)
@@ -83,6 +90,7 @@ async def wait(
             tg.start_soon(proc.watch_guard)
         if delay is not None:
             tg.start_soon(timer, delay)
+    requests.rearm()
     return wake
 
 
