@@ -64,20 +64,29 @@ from typing import Any
 if __package__:  # imported as a part of asyncreload (by the tests, by mypy)
     from .. import _subreaper, _wire
     from . import guard_protocol as protocol
+    from .guard_keeper import keep
+    from .guard_sentinel import SENTINEL_TIMEOUT, sentinel_main
+    from .guard_spawn import exec_child
+    from .guard_terminal import hand_terminal
 else:  # run as the guard: asyncreload's directories are in CONFIG (see main)
     sys.path.extend(json.loads(sys.argv[1])["path"])
     import _subreaper  # type: ignore[import-not-found, no-redef]
     import _wire  # type: ignore[import-not-found, no-redef]
     import guard_protocol as protocol  # type: ignore[import-not-found, no-redef]
+    from guard_keeper import keep  # type: ignore[import-not-found, no-redef]
+    from guard_sentinel import (  # type: ignore[import-not-found, no-redef]
+        SENTINEL_TIMEOUT,
+        sentinel_main,
+    )
+    from guard_spawn import exec_child  # type: ignore[import-not-found, no-redef]
+    from guard_terminal import hand_terminal  # type: ignore[import-not-found, no-redef]
 
 __all__ = ["main"]
 
-SENTINEL_TIMEOUT = 1.0
-"""Seconds to wait for the sentinel's last word once the command has exited."""
-
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP)
 _IGNORED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP)
-_REPORTED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+_RESET = (*_HANDLED, *_IGNORED, signal.SIGPIPE)
+"""Back to their defaults for the command (Python ignores SIGPIPE)."""
 
 
 @dataclass
@@ -249,7 +258,7 @@ class Guard:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         pid = os.fork()
         if pid == 0:
-            _exec_child(argv, env, cwd, err_w, mask, foreground=foreground)
+            exec_child(argv, env, cwd, err_w, mask, reset=_RESET, foreground=foreground)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(err_w)
         if foreground:
@@ -277,7 +286,7 @@ class Guard:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         pid = os.fork()
         if pid == 0:
-            _sentinel(pgid, self.pid, write_fd)
+            sentinel_main(pgid, self.pid, write_fd)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         with contextlib.suppress(OSError):  # the command's group is gone: the sentinel will exit
@@ -422,109 +431,7 @@ class Guard:
         if self.terminal_pgrp is None or self.holder is None:
             return
         self.holder = None
-        _hand_terminal(self.terminal_pgrp, self.termios)
-
-
-def _hand_terminal(pgrp: int, modes: list[Any] | None) -> None:
-    """Make ``pgrp`` the terminal's foreground group, with the terminal ``modes`` it had."""
-    try:
-        if modes is not None:
-            # A command killed in raw mode (a debugger, a curses app) would leave the terminal
-            # unusable; a shell restores it the same way after each job.
-            termios.tcsetattr(0, termios.TCSADRAIN, modes)
-        os.tcsetpgrp(0, pgrp)
-    except (OSError, termios.error):
-        pass  # no terminal any more, or asyncreload's group is gone
-
-
-def _reset_signals() -> None:
-    for sig in (*_HANDLED, *_IGNORED, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
-
-
-def _exec_child(
-    argv: list[str],
-    env: dict[str, str],
-    cwd: str | None,
-    err_w: int,
-    mask: set[int],
-    *,
-    foreground: bool,
-) -> None:
-    """In the forked child: own group, the terminal if asked, default signals, exec; no return."""
-    code, step = 0, protocol.AT_EXEC
-    try:
-        signal.set_wakeup_fd(-1)
-        os.setpgid(0, 0)
-        if foreground:
-            # SIGTTOU is still ignored here (inherited from the guard): a background group may
-            # then take the terminal. Done before exec so the command never reads from a terminal
-            # it doesn't own (which would stop it with SIGTTIN).
-            with contextlib.suppress(OSError):  # the terminal hung up: run the command anyway
-                os.tcsetpgrp(0, os.getpid())
-        _reset_signals()
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if cwd is not None:
-            step = protocol.AT_CWD
-            os.chdir(cwd)
-            step = protocol.AT_EXEC
-        os.execvpe(argv[0], argv, env)
-    except OSError as e:
-        code = e.errno or errno.EINVAL
-    except BaseException:
-        code = errno.EINVAL
-    try:
-        os.write(err_w, f"{code} {step}".encode())
-    finally:
-        os._exit(127)
-
-
-def _sentinel(pgid: int, guard: int, write_fd: int) -> None:
-    """In the forked sentinel: join the command's group, report Ctrl-C. Never returns."""
-    try:
-        signal.set_wakeup_fd(-1)
-        # Keep nothing of the guard's open but the pipe back to it.
-        os.dup2(write_fd, 3)
-        os.closerange(4, 1 << 16)
-        # The guard is single-threaded: its death is this thread's parent's.
-        _subreaper.prctl(_subreaper.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != guard:
-            os._exit(0)
-        os.setpgid(0, pgid)
-        # Every signal is still blocked (from the fork), so these are picked up here, and
-        # a Ctrl-Z doesn't stop the sentinel.
-        got = signal.sigwait({*_REPORTED, signal.SIGTERM})
-        if got in _REPORTED:
-            os.write(3, bytes([got]))
-    finally:
-        os._exit(0)
-
-
-def _keep(guard: int, config: dict[str, Any]) -> int:
-    """The keeper, once it forked the guard: wait for it; when it is gone, stop what it left.
-
-    That is nothing when the guard ended as it should. When it was killed, all it held (the
-    command, and whatever was re-parented to it) is re-parented here, to the next subreaper up.
-    """
-    terminal_pgrp: int | None = config.get("terminal_pgrp")
-    modes = None
-    if terminal_pgrp is not None:
-        with contextlib.suppress(OSError, termios.error):
-            modes = termios.tcgetattr(0)
-    os.waitpid(guard, 0)
-    grace = float(config.get("grace", 5.0))
-    _subreaper.end_descendants(grace, int(config.get("signal", signal.SIGTERM)))
-    if terminal_pgrp is not None:
-        # The terminal went to a command we just ended: give it back, or asyncreload is left
-        # in the background of its own terminal. Not if somebody else holds it (after ``bg``).
-        try:
-            holder = os.tcgetpgrp(0)
-            os.killpg(holder, 0)
-        except ProcessLookupError:
-            _hand_terminal(terminal_pgrp, modes)
-        except OSError:
-            pass  # no terminal any more
-    return 0
+        hand_terminal(self.terminal_pgrp, self.termios)
 
 
 def main(argv: list[str]) -> int:
@@ -545,7 +452,7 @@ def main(argv: list[str]) -> int:
     if pid:
         sock.close()  # the guard's copy is the only one: its death must reach asyncreload
         os.close(keeper_r)
-        return _keep(pid, config)  # keeper_w stays open until the keeper exits
+        return keep(pid, config)  # keeper_w stays open until the keeper exits
     os.close(keeper_w)
     guard = Guard(sock, config, keeper_r)
     try:
