@@ -21,6 +21,7 @@ PARTS = {
     "_run/guard_keeper.py": "asyncreload._run.guard_keeper",
     "_run/guard_sentinel.py": "asyncreload._run.guard_sentinel",
     "_run/guard_spawn.py": "asyncreload._run.guard_spawn",
+    "_run/guard_stop.py": "asyncreload._run.guard_stop",
     "_run/guard_terminal.py": "asyncreload._run.guard_terminal",
 }
 """Modules of a program, split out of it: standard library only too. The guard imports its parts

@@ -51,22 +51,21 @@ import contextlib
 import errno
 import json
 import os
-import select
 import selectors
 import signal
 import socket
 import sys
 import termios
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 if __package__:  # imported as a part of asyncreload (by the tests, by mypy)
     from .. import _subreaper, _wire
     from . import guard_protocol as protocol
     from .guard_keeper import keep
-    from .guard_sentinel import SENTINEL_TIMEOUT, sentinel_main
+    from .guard_sentinel import Sentinel
     from .guard_spawn import exec_child
+    from .guard_stop import Stop, kill_all, signal_all
     from .guard_terminal import hand_terminal
 else:  # run as the guard: asyncreload's directories are in CONFIG (see main)
     sys.path.extend(json.loads(sys.argv[1])["path"])
@@ -74,11 +73,13 @@ else:  # run as the guard: asyncreload's directories are in CONFIG (see main)
     import _wire  # type: ignore[import-not-found, no-redef]
     import guard_protocol as protocol  # type: ignore[import-not-found, no-redef]
     from guard_keeper import keep  # type: ignore[import-not-found, no-redef]
-    from guard_sentinel import (  # type: ignore[import-not-found, no-redef]
-        SENTINEL_TIMEOUT,
-        sentinel_main,
-    )
+    from guard_sentinel import Sentinel  # type: ignore[import-not-found, no-redef]
     from guard_spawn import exec_child  # type: ignore[import-not-found, no-redef]
+    from guard_stop import (  # type: ignore[import-not-found, no-redef]
+        Stop,
+        kill_all,
+        signal_all,
+    )
     from guard_terminal import hand_terminal  # type: ignore[import-not-found, no-redef]
 
 __all__ = ["main"]
@@ -87,14 +88,6 @@ _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP)
 _IGNORED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP)
 _RESET = (*_HANDLED, *_IGNORED, signal.SIGPIPE)
 """Back to their defaults for the command (Python ignores SIGPIPE)."""
-
-
-@dataclass
-class _Stop:
-    deadline: float
-    killed: bool = False
-    victims: list[tuple[int, str]] = field(default_factory=list)
-    """What was still alive when the grace period ran out: ``(pid, name)``."""
 
 
 class Guard:
@@ -117,12 +110,11 @@ class Guard:
         self.holder: int | None = None
         self.suspended = False
         self.child: int | None = None
-        self.sentinel: int | None = None
-        self.sentinel_fd: int | None = None
-        self.stopping: _Stop | None = None
+        self.stopping: Stop | None = None
         self.closing = False
         self.inbox = _wire.Lines()
         self.selector = selectors.DefaultSelector()
+        self.sentinel = Sentinel(self.pid, self.selector)
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -162,7 +154,7 @@ class Guard:
                     self.selector.unregister(self.keeper)
                     self.close()  # it never writes: this is EOF, the keeper is gone
                 else:
-                    self.on_sentinel()
+                    self.on_sentinel(self.sentinel.read())
             self.reap()
             self.check_stop()
         self.give_back_terminal()
@@ -195,14 +187,10 @@ class Guard:
         if signal.SIGTERM in received or signal.SIGHUP in received:
             self.close()
 
-    def on_sentinel(self) -> None:
-        assert self.sentinel_fd is not None
-        data = os.read(self.sentinel_fd, 16)
-        self.selector.unregister(self.sentinel_fd)
-        os.close(self.sentinel_fd)
-        self.sentinel_fd = None
-        if data and self.stopping is None:
-            self.send(event=protocol.INTERRUPT, signal=data[0])
+    def on_sentinel(self, sig: int | None) -> None:
+        """The sentinel reported ``sig`` from the terminal (None: nothing)."""
+        if sig is not None and self.stopping is None:
+            self.send(event=protocol.INTERRUPT, signal=sig)
 
     def close(self) -> None:
         """Asyncreload is gone (or we were told to go): stop everything, then exit."""
@@ -278,39 +266,15 @@ class Guard:
             return
         self.child = pid
         if foreground:
-            self.start_sentinel(pid)
+            self.sentinel.start(pid)
         self.send(event=protocol.STARTED, pid=pid)
-
-    def start_sentinel(self, pgid: int) -> None:
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        pid = os.fork()
-        if pid == 0:
-            sentinel_main(pgid, self.pid, write_fd)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(write_fd)
-        with contextlib.suppress(OSError):  # the command's group is gone: the sentinel will exit
-            os.setpgid(pid, pgid)
-        self.sentinel, self.sentinel_fd = pid, read_fd
-        self.selector.register(read_fd, selectors.EVENT_READ, "sentinel")
 
     # -- stopping -------------------------------------------------------------------------------
 
     def begin_stop(self, sig: int, grace: float, *, signalled: bool) -> None:
-        self.kill_sentinel()
-        group = self.child
-        if group is not None and not signalled:
-            _subreaper.send_signal(group, sig, group=True)
-        strays = [p for p, g in _subreaper.descendants(self.pid).items() if g != group]
-        for pid in strays:
-            _subreaper.send_signal(pid, sig)
-        if sig not in (signal.SIGKILL, signal.SIGCONT):
-            # A stopped process only acts on the signal once it runs again.
-            if group is not None:
-                _subreaper.send_signal(group, signal.SIGCONT, group=True)
-            for pid in strays:
-                _subreaper.send_signal(pid, signal.SIGCONT)
-        self.stopping = _Stop(deadline=time.monotonic() + grace)
+        self.sentinel.kill()
+        signal_all(self.pid, self.child, sig, signalled=signalled)
+        self.stopping = Stop(deadline=time.monotonic() + grace)
 
     def check_stop(self) -> None:
         stop = self.stopping
@@ -323,7 +287,7 @@ class Guard:
         if time.monotonic() < stop.deadline:
             return
         if not stop.killed:
-            stop.victims = self.kill_all()
+            stop.victims = kill_all(self.pid, self.child)
             stop.killed = True
             stop.deadline = time.monotonic() + _subreaper.KILL_TIMEOUT
             self.check_stop()
@@ -331,45 +295,6 @@ class Guard:
         stuck = sorted(_subreaper.descendants(self.pid))
         self.stopping = None
         self.send(event=protocol.STOPPED, killed=True, victims=stop.victims, stuck=stuck)
-
-    def kill_all(self) -> list[tuple[int, str]]:
-        """SIGKILL every descendant; sweep again in case one forked while we walked. Returns
-        what was alive before, ``(pid, name)``, so the warning can say whom it killed."""
-        victims = [
-            (pid, _subreaper.name_of(pid)) for pid in sorted(_subreaper.descendants(self.pid))
-        ]
-        if self.child is not None:
-            _subreaper.send_signal(self.child, signal.SIGKILL, group=True)
-        for _ in range(10):
-            found = _subreaper.descendants(self.pid)
-            if not found:
-                break
-            for pid in found:
-                _subreaper.send_signal(pid, signal.SIGKILL)
-            time.sleep(0.001)
-        return victims
-
-    def hear_out_sentinel(self) -> None:
-        """End the sentinel, passing on a Ctrl-C it has or had pending.
-
-        The terminal signals a whole process group at once, so a Ctrl-C that ended the command
-        is already pending in the sentinel. SIGTERM is pending after it, and ``sigwait`` picks
-        the lowest-numbered pending signal first (SIGINT, then SIGQUIT), so the sentinel
-        reports the Ctrl-C and exits.
-        """
-        if self.sentinel is None or self.sentinel_fd is None:
-            self.kill_sentinel()
-            return
-        _subreaper.send_signal(self.sentinel, signal.SIGTERM)
-        ready, _, _ = select.select([self.sentinel_fd], [], [], SENTINEL_TIMEOUT)
-        if ready:
-            self.on_sentinel()
-        self.kill_sentinel()
-
-    def kill_sentinel(self) -> None:
-        if self.sentinel is not None:
-            _subreaper.send_signal(self.sentinel, signal.SIGKILL)
-            self.sentinel = None
 
     def reap(self) -> bool:
         """Reap every child that has exited; True while any child is left."""
@@ -389,7 +314,7 @@ class Guard:
                 # A command that exits on Ctrl-C races its sentinel's report of it: hear the
                 # sentinel out first, so that asyncreload learns of the Ctrl-C before the exit
                 # (an exit alone would read as "it exited by itself": restart on a change).
-                self.hear_out_sentinel()
+                self.on_sentinel(self.sentinel.hear_out())
                 self.give_back_terminal()
                 self.send(
                     event=protocol.EXITED, pid=pid, returncode=os.waitstatus_to_exitcode(status)
@@ -459,7 +384,7 @@ def main(argv: list[str]) -> int:
         guard.setup()
         guard.run()
     except BaseException:
-        guard.kill_all()  # whatever went wrong, leave nothing behind
+        kill_all(guard.pid, guard.child)  # whatever went wrong, leave nothing behind
         raise
     return 0
 

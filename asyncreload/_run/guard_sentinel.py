@@ -5,7 +5,10 @@ guard program (see guard_program), which imports it as a top-level module.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import selectors
 import signal
 
 if __package__:  # imported as a part of asyncreload (by the tests, by mypy)
@@ -13,12 +16,69 @@ if __package__:  # imported as a part of asyncreload (by the tests, by mypy)
 else:  # in the guard, a top-level module: guard_program put its directories on sys.path
     import _subreaper  # type: ignore[import-not-found, no-redef]
 
-__all__ = ["REPORTED", "SENTINEL_TIMEOUT", "sentinel_main"]
+__all__ = ["REPORTED", "SENTINEL_TIMEOUT", "Sentinel", "sentinel_main"]
 
 SENTINEL_TIMEOUT = 1.0
 """Seconds to wait for the sentinel's last word once the command has exited."""
 
 REPORTED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+"""What it passes on: Ctrl-C, Ctrl-\\, and a hang-up of the terminal."""
+
+
+class Sentinel:
+    """The guard's side of the sentinel of the command that holds the terminal (one at a time)."""
+
+    def __init__(self, guard: int, selector: selectors.BaseSelector) -> None:
+        self.guard = guard
+        self.selector = selector
+        """The guard's: the pipe from the sentinel is registered there as ``"sentinel"``."""
+        self.pid: int | None = None
+        self.fd: int | None = None
+
+    def start(self, pgid: int) -> None:
+        """Fork the sentinel into the command's process group ``pgid``."""
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        pid = os.fork()
+        if pid == 0:
+            sentinel_main(pgid, self.guard, write_fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(write_fd)
+        with contextlib.suppress(OSError):  # the command's group is gone: the sentinel will exit
+            os.setpgid(pid, pgid)
+        self.pid, self.fd = pid, read_fd
+        self.selector.register(read_fd, selectors.EVENT_READ, "sentinel")
+
+    def read(self) -> int | None:
+        """Its pipe is readable: the signal it reported, or None (it exited without one)."""
+        assert self.fd is not None
+        data = os.read(self.fd, 16)
+        self.selector.unregister(self.fd)
+        os.close(self.fd)
+        self.fd = None
+        return data[0] if data else None
+
+    def hear_out(self) -> int | None:
+        """End the sentinel; the Ctrl-C it has or had pending, if any.
+
+        The terminal signals a whole process group at once, so a Ctrl-C that ended the command
+        is already pending in the sentinel. SIGTERM is pending after it, and ``sigwait`` picks
+        the lowest-numbered pending signal first (SIGINT, then SIGQUIT), so the sentinel
+        reports the Ctrl-C and exits.
+        """
+        if self.pid is None or self.fd is None:
+            self.kill()
+            return None
+        _subreaper.send_signal(self.pid, signal.SIGTERM)
+        ready, _, _ = select.select([self.fd], [], [], SENTINEL_TIMEOUT)
+        sig = self.read() if ready else None
+        self.kill()
+        return sig
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            _subreaper.send_signal(self.pid, signal.SIGKILL)
+            self.pid = None
 
 
 def sentinel_main(pgid: int, guard: int, write_fd: int) -> None:
