@@ -55,7 +55,6 @@ import selectors
 import signal
 import socket
 import sys
-import termios
 import time
 from typing import Any
 
@@ -64,9 +63,9 @@ if __package__:  # imported as a part of asyncreload (by the tests, by mypy)
     from . import guard_protocol as protocol
     from .guard_keeper import keep
     from .guard_sentinel import Sentinel
-    from .guard_spawn import exec_child
+    from .guard_spawn import fork_command
     from .guard_stop import Stop, kill_all, signal_all
-    from .guard_terminal import hand_terminal
+    from .guard_terminal import Terminal
 else:  # run as the guard: asyncreload's directories are in CONFIG (see main)
     sys.path.extend(json.loads(sys.argv[1])["path"])
     import _subreaper  # type: ignore[import-not-found, no-redef]
@@ -74,13 +73,13 @@ else:  # run as the guard: asyncreload's directories are in CONFIG (see main)
     import guard_protocol as protocol  # type: ignore[import-not-found, no-redef]
     from guard_keeper import keep  # type: ignore[import-not-found, no-redef]
     from guard_sentinel import Sentinel  # type: ignore[import-not-found, no-redef]
-    from guard_spawn import exec_child  # type: ignore[import-not-found, no-redef]
+    from guard_spawn import fork_command  # type: ignore[import-not-found, no-redef]
     from guard_stop import (  # type: ignore[import-not-found, no-redef]
         Stop,
         kill_all,
         signal_all,
     )
-    from guard_terminal import hand_terminal  # type: ignore[import-not-found, no-redef]
+    from guard_terminal import Terminal  # type: ignore[import-not-found, no-redef]
 
 __all__ = ["main"]
 
@@ -100,14 +99,7 @@ class Guard:
         self.pid = os.getpid()
         self.stop_signal = int(config.get("signal", signal.SIGTERM))
         self.grace = float(config.get("grace", 5.0))
-        # The process group to give the terminal back to when a command ends (asyncreload's own),
-        # or None when asyncreload does not hold the terminal.
-        self.terminal_pgrp: int | None = config.get("terminal_pgrp")
-        self.termios: list[Any] | None = None
-        self.child_termios: list[Any] | None = None
-        # The command's group while it holds the terminal (we gave it and have not taken it
-        # back): only then is the terminal ours to give back. After ``bg`` it is the shell's.
-        self.holder: int | None = None
+        self.terminal = Terminal(config.get("terminal_pgrp"))
         self.suspended = False
         self.child: int | None = None
         self.stopping: Stop | None = None
@@ -126,11 +118,7 @@ class Guard:
         for sig in _HANDLED:
             signal.signal(sig, lambda *_: None)
         signal.set_wakeup_fd(self.wakeup_w)
-        if self.terminal_pgrp is not None:
-            try:
-                self.termios = termios.tcgetattr(0)
-            except (OSError, termios.error):
-                self.termios = None
+        self.terminal.save_modes()
         self.sock.setblocking(False)
         self.selector.register(self.sock, selectors.EVENT_READ, "socket")
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, "signal")
@@ -157,7 +145,7 @@ class Guard:
                     self.on_sentinel(self.sentinel.read())
             self.reap()
             self.check_stop()
-        self.give_back_terminal()
+        self.terminal.give_back()
 
     def on_socket(self) -> None:
         try:
@@ -239,29 +227,13 @@ class Guard:
                 event=protocol.ERROR, errno=errno.EBUSY, message="a command is already running"
             )
             return
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        # Block signals across fork: the child must not run the guard's handlers (they'd write to
-        # the guard's wakeup pipe) before it has reset them.
-        foreground = foreground and self.terminal_pgrp is not None
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        pid = os.fork()
-        if pid == 0:
-            exec_child(argv, env, cwd, err_w, mask, reset=_RESET, foreground=foreground)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(err_w)
+        foreground = foreground and self.terminal.ours
+        pid, failure = fork_command(argv, env, cwd, reset=_RESET, foreground=foreground)
         if foreground:
-            self.holder = pid
-        # As a shell does, both parent and child set the group: whichever runs first. (This fails
-        # if the child exec'd already, but then it did it itself.)
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
-        with os.fdopen(err_r, "rb") as f:
-            failure = f.read()  # EOF when exec succeeded (the pipe is close-on-exec)
+            self.terminal.lend(pid)
         if failure:
-            os.waitpid(pid, 0)
-            number, _, step = failure.decode().partition(" ")
-            code = int(number)
-            self.give_back_terminal()
+            code, step = failure
+            self.terminal.give_back()
             self.send(event=protocol.ERROR, errno=code, message=os.strerror(code), step=step)
             return
         self.child = pid
@@ -315,7 +287,7 @@ class Guard:
                 # sentinel out first, so that asyncreload learns of the Ctrl-C before the exit
                 # (an exit alone would read as "it exited by itself": restart on a change).
                 self.on_sentinel(self.sentinel.hear_out())
-                self.give_back_terminal()
+                self.terminal.give_back()
                 self.send(
                     event=protocol.EXITED, pid=pid, returncode=os.waitstatus_to_exitcode(status)
                 )
@@ -324,15 +296,10 @@ class Guard:
 
     def on_child_stopped(self, pid: int, sig: int) -> None:
         """The command was stopped: a stopped job, if it holds the terminal (else not ours)."""
-        if self.terminal_pgrp is None or self.stopping is not None or self.suspended:
+        if not self.terminal.ours or self.stopping is not None or self.suspended:
             return
         self.suspended = True
-        if self.holder is not None:
-            try:
-                self.child_termios = termios.tcgetattr(0)
-            except (OSError, termios.error):
-                self.child_termios = None
-        self.give_back_terminal()
+        self.terminal.take_back()
         self.send(event=protocol.SUSPENDED, pid=pid, signal=sig)
 
     def resume(self, *, foreground: bool) -> None:
@@ -341,22 +308,8 @@ class Guard:
             return
         self.suspended = False
         if foreground:
-            try:
-                if self.child_termios is not None:
-                    termios.tcsetattr(0, termios.TCSADRAIN, self.child_termios)
-                os.tcsetpgrp(0, self.child)
-                self.holder = self.child
-            except (OSError, termios.error):
-                pass  # no terminal any more: continue it anyway
+            self.terminal.lend_again(self.child)
         _subreaper.send_signal(self.child, signal.SIGCONT, group=True)
-
-    # -- the terminal ---------------------------------------------------------------------------
-
-    def give_back_terminal(self) -> None:
-        if self.terminal_pgrp is None or self.holder is None:
-            return
-        self.holder = None
-        hand_terminal(self.terminal_pgrp, self.termios)
 
 
 def main(argv: list[str]) -> int:

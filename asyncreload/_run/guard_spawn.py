@@ -16,7 +16,35 @@ if __package__:  # imported as a part of asyncreload (by the tests, by mypy)
 else:  # in the guard, a top-level module: guard_program put its directories on sys.path
     import guard_protocol as protocol  # type: ignore[import-not-found, no-redef]
 
-__all__ = ["exec_child"]
+__all__ = ["exec_child", "fork_command"]
+
+
+def fork_command(
+    argv: list[str], env: dict[str, str], cwd: str | None, *, reset: Iterable[int], foreground: bool
+) -> tuple[int, tuple[int, str] | None]:
+    """Start the command in a process group of its own, with the signals in ``reset`` back to
+    their defaults; with ``foreground``, give it the terminal. Returns its PID, and the errno and
+    step (``protocol.AT_CWD``, ``AT_EXEC``) of why it could not be started (then it is reaped)."""
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    # Block signals across fork: the child must not run the guard's handlers (they'd write to
+    # the guard's wakeup pipe) before it has reset them.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    pid = os.fork()
+    if pid == 0:
+        exec_child(argv, env, cwd, err_w, mask, reset=reset, foreground=foreground)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    os.close(err_w)
+    # As a shell does, both parent and child set the group: whichever runs first. (This fails
+    # if the child exec'd already, but then it did it itself.)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
+    with os.fdopen(err_r, "rb") as f:
+        failure = f.read()  # EOF when exec succeeded (the pipe is close-on-exec)
+    if not failure:
+        return pid, None
+    os.waitpid(pid, 0)
+    number, _, step = failure.decode().partition(" ")
+    return pid, (int(number), step)
 
 
 def exec_child(
