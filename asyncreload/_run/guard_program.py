@@ -2,7 +2,8 @@
 
 asyncreload starts one guard per run (``python -I guard_program.py CONFIG``: standard library
 only, so it starts fast and imports nothing of asyncreload's but the three standard-library
-modules it shares with it, found through CONFIG) and talks to it over a socket. The guard
+modules it shares with it and its own parts, found through CONFIG) and talks to it over a socket.
+The guard
 
 - makes itself a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): whatever the command
   starts and abandons, even a grandchild that called ``setsid()`` or double-forked, is re-parented
@@ -34,7 +35,11 @@ sends one to the foreground group when the terminal's session leader exits after
 asyncreload, in a background group, would not hear of it otherwise (a shell that forwards SIGHUP to
 its jobs is interactive; ``sh -c`` under ssh or script(1) is not).
 
-The messages each way are in :mod:`.guard_protocol`.
+The messages each way are in :mod:`.guard_protocol`. This module is the guard's loop: it reads
+requests and signals and hands each to its parts, standard library only as well and imported the
+same way: :mod:`.guard_spawn` (the command's fork and exec), :mod:`.guard_stop` (the stop
+signal, the grace period, the SIGKILL sweep), :mod:`.guard_sentinel`, :mod:`.guard_terminal` (the
+terminal lent to the command and taken back) and :mod:`.guard_keeper`.
 
 A command that holds the terminal and is stopped (Ctrl-Z, or SIGTTIN when it reads the terminal
 from the background) is handled as a shell handles a stopped job: the guard keeps the command's
@@ -315,7 +320,8 @@ class Guard:
 def main(argv: list[str]) -> int:
     """Run the keeper and the guard: ``guard_program.py '{"fd": N, "signal": 15, "grace": 5.0,
     "terminal_pgrp": P, "path": [...]}'``; ``path``: the directories of ``_wire``,
-    ``_subreaper`` and ``guard_protocol``, for ``sys.path`` (after the standard library's)."""
+    ``_subreaper``, ``guard_protocol`` and the guard's parts, for ``sys.path`` (after the
+    standard library's)."""
     config = json.loads(argv[1])
     sock = socket.socket(fileno=int(config["fd"]))
     os.set_inheritable(sock.fileno(), False)  # the commands must not hold it

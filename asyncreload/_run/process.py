@@ -52,7 +52,7 @@ GUARD_PATH = [
     str(importlib.resources.files(__package__)),
 ]
 """Where the guard finds the modules it shares with us (``_wire``, ``_subreaper``,
-``guard_protocol``); zipimport reads them from a zip in place."""
+``guard_protocol``) and its own parts (``guard_*``); zipimport reads them from a zip in place."""
 DEFAULT_GRACE = 5.0
 """Seconds between the stop signal and SIGKILL."""
 _MARGIN = 15.0
