@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -14,17 +15,24 @@ from collections.abc import Mapping, Sequence
 import anyio
 
 from .._bytecode import purge_stale_bytecode
-from .._exceptions import CommandError, CommandNotExecutableError, CommandNotFoundError
+from .._exceptions import (
+    CommandError,
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    ConfigError,
+)
 from .._watch import ChangeBatch
 from .process import ManagedProcess
 
 __all__ = [
     "CHANGES_LIMIT",
     "DirectoryGone",
+    "argv_of",
     "changes_env",
     "check_command",
     "start",
     "start_failure_status",
+    "words_of",
 ]
 
 CHANGES_LIMIT = 64 * 1024
@@ -32,6 +40,29 @@ CHANGES_LIMIT = 64 * 1024
 environment string over 128 KiB, and a ``git checkout`` can change thousands of files."""
 _CLEAR = "\x1b[H\x1b[2J\x1b[3J"
 """Cursor home, clear the screen, clear the scrollback (xterm and most others)."""
+
+
+def words_of(command: Sequence[str] | str, *, shell: bool) -> list[str]:
+    """The command's words: a string is split as a shell would (with ``shell``: one script).
+
+    >>> words_of("make 'a b'", shell=False), words_of("make && ./server", shell=True)
+    (['make', 'a b'], ['make && ./server'])
+    """
+    if isinstance(command, str):
+        command = [command] if shell else shlex.split(command)
+    if not command:
+        raise ConfigError("no command to run")
+    return list(command)
+
+
+def argv_of(words: list[str], *, shell: bool) -> list[str]:
+    """What is executed for the command's ``words``: themselves, or with ``shell`` one script.
+
+    Several words make one script, joined with spaces as ssh does: each word keeps its shell
+    syntax (``make '&&' ./server``). Quoting each word instead would make ``shell`` mean nothing
+    for them. The log line shows this argv, so it says what runs.
+    """
+    return ["/bin/sh", "-c", " ".join(words)] if shell else words
 
 
 def changes_env(batch: ChangeBatch, limit: int = CHANGES_LIMIT) -> dict[str, str]:

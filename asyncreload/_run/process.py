@@ -198,6 +198,16 @@ class ManagedProcess:
         """The signal of that interruption: SIGINT, SIGQUIT, or SIGHUP (a hang-up); or None."""
         return self._last.interrupt if self._last is not None else None
 
+    def ended_by_terminal(self, returncode: int) -> bool:
+        """Whether the user pressed Ctrl-C (or Ctrl-\\) in the terminal the command held, or
+        the terminal hung up, given the ``returncode`` it exited with."""
+        if not self.foreground:
+            return self.interrupted
+        by_terminal = returncode in (-signals.SIGINT, -signals.SIGQUIT) or (
+            returncode == -signals.SIGHUP and terminal_hung_up()
+        )
+        return self.interrupted or by_terminal
+
     async def start(
         self,
         command: Sequence[str],

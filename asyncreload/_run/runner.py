@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import shlex
 import signal as signals
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -47,13 +46,12 @@ from .._watch import (
     fold,
     open_watcher,
 )
-from .command import DirectoryGone, check_command, start, start_failure_status
+from .command import DirectoryGone, argv_of, check_command, start, start_failure_status, words_of
 from .process import (
     DEFAULT_GRACE,
     ManagedProcess,
     StrPath,
     open_managed_process,
-    terminal_hung_up,
 )
 from .report import Report, log
 from .requests import Requests
@@ -155,16 +153,9 @@ class ProcessRunner:
         foreground: bool = False,
         **watch_options: Unpack[WatcherOptions],
     ) -> None:
-        if isinstance(command, str):
-            command = [command] if shell else shlex.split(command)
-        if not command:
-            raise ConfigError("no command to run")
+        self.command = words_of(command, shell=shell)
         QUANTITIES["grace"].check("grace", grace)
-        self.command = list(command)
-        # Several words make one script, joined with spaces as ssh does: each word keeps its
-        # shell syntax (``make '&&' ./server``). Quoting each word instead would make --shell
-        # mean nothing for them. The log line shows this argv, so it says what runs.
-        self.argv = ["/bin/sh", "-c", " ".join(self.command)] if shell else self.command
+        self.argv = argv_of(self.command, shell=shell)
         self.paths = paths
         self.shell = shell
         self.stop_signal = parse_signal(stop_signal)
@@ -295,7 +286,7 @@ class ProcessRunner:
                     stop_requested=self._requests.stop,
                     restart_requested=self._requests.restart,
                     exit_ends_run=self.on_exit is OnExit.EXIT,
-                    by_terminal=wake.exited and self._interrupted(proc, _known(returncode)),
+                    by_terminal=wake.exited and proc.ended_by_terminal(_known(returncode)),
                     hangup=proc.interrupt == signals.SIGHUP,
                     changes_pending=bool(pending),
                 )
@@ -350,16 +341,6 @@ class ProcessRunner:
         verdict = self._guard.admit({c.path: changed_at(c) for c in batch})
         self._report.muted(verdict.muted, self.paths)
         return batch if verdict.paths else ()
-
-    def _interrupted(self, proc: ManagedProcess, returncode: int) -> bool:
-        """Whether the user pressed Ctrl-C (or Ctrl-\\) in the terminal the command held, or
-        the terminal hung up."""
-        if not proc.foreground:
-            return proc.interrupted
-        by_terminal = returncode in (-signals.SIGINT, -signals.SIGQUIT) or (
-            returncode == -signals.SIGHUP and terminal_hung_up()
-        )
-        return proc.interrupted or by_terminal
 
     async def _finish(
         self, proc: ManagedProcess, *, had_child: bool, signalled: bool = False
