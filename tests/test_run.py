@@ -33,7 +33,8 @@ from asyncreload import (
     Source,
     run_process,
 )
-from asyncreload._run.runner import Backoff, changes_env, check_command, parse_signal
+from asyncreload._run.command import changes_env, check_command
+from asyncreload._run.runner import Backoff, parse_signal
 from asyncreload._watch.config import DEFAULTS
 from asyncreload._watch.merge import summarize
 from asyncreload.cli.pyproject import load_config

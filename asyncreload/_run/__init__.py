@@ -1,8 +1,10 @@
 """``run``: a command restarted on changes, with no orphans.
 
-``runner`` is the restart loop over a change stream; ``process`` starts each command under a
-guard, ``guard_program``: a separate, stdlib-only program (run as its own process) that kills
-the command's whole process tree when asyncreload goes, however it goes.
+``runner`` is the restart loop over a change stream (its rules in ``restarts``, its waits in
+``waiting``, what is asked of it in ``requests``, the command's start in ``command``, its log
+lines in ``report``); ``process`` starts each command under a guard, ``guard_program``: a
+separate, stdlib-only program (run as its own process, its parts in ``guard_*``) that kills the
+command's whole process tree when asyncreload goes, however it goes.
 """
 
 from .live import LiveServer

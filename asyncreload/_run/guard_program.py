@@ -2,7 +2,8 @@
 
 asyncreload starts one guard per run (``python -I guard_program.py CONFIG``: standard library
 only, so it starts fast and imports nothing of asyncreload's but the three standard-library
-modules it shares with it, found through CONFIG) and talks to it over a socket. The guard
+modules it shares with it and its own parts, found through CONFIG) and talks to it over a socket.
+The guard
 
 - makes itself a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): whatever the command
   starts and abandons, even a grandchild that called ``setsid()`` or double-forked, is re-parented
@@ -34,7 +35,11 @@ sends one to the foreground group when the terminal's session leader exits after
 asyncreload, in a background group, would not hear of it otherwise (a shell that forwards SIGHUP to
 its jobs is interactive; ``sh -c`` under ssh or script(1) is not).
 
-The messages each way are in :mod:`.guard_protocol`.
+The messages each way are in :mod:`.guard_protocol`. This module is the guard's loop: it reads
+requests and signals and hands each to its parts, standard library only as well and imported the
+same way: :mod:`.guard_spawn` (the command's fork and exec), :mod:`.guard_stop` (the stop
+signal, the grace period, the SIGKILL sweep), :mod:`.guard_sentinel`, :mod:`.guard_terminal` (the
+terminal lent to the command and taken back) and :mod:`.guard_keeper`.
 
 A command that holds the terminal and is stopped (Ctrl-Z, or SIGTTIN when it reads the terminal
 from the background) is handled as a shell handles a stopped job: the guard keeps the command's
@@ -51,41 +56,42 @@ import contextlib
 import errno
 import json
 import os
-import select
 import selectors
 import signal
 import socket
 import sys
-import termios
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 if __package__:  # imported as a part of asyncreload (by the tests, by mypy)
     from .. import _subreaper, _wire
     from . import guard_protocol as protocol
+    from .guard_keeper import keep
+    from .guard_sentinel import Sentinel
+    from .guard_spawn import fork_command
+    from .guard_stop import Stop, kill_all, signal_all
+    from .guard_terminal import Terminal
 else:  # run as the guard: asyncreload's directories are in CONFIG (see main)
     sys.path.extend(json.loads(sys.argv[1])["path"])
     import _subreaper  # type: ignore[import-not-found, no-redef]
     import _wire  # type: ignore[import-not-found, no-redef]
     import guard_protocol as protocol  # type: ignore[import-not-found, no-redef]
+    from guard_keeper import keep  # type: ignore[import-not-found, no-redef]
+    from guard_sentinel import Sentinel  # type: ignore[import-not-found, no-redef]
+    from guard_spawn import fork_command  # type: ignore[import-not-found, no-redef]
+    from guard_stop import (  # type: ignore[import-not-found, no-redef]
+        Stop,
+        kill_all,
+        signal_all,
+    )
+    from guard_terminal import Terminal  # type: ignore[import-not-found, no-redef]
 
 __all__ = ["main"]
 
-SENTINEL_TIMEOUT = 1.0
-"""Seconds to wait for the sentinel's last word once the command has exited."""
-
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP)
 _IGNORED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP)
-_REPORTED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
-
-
-@dataclass
-class _Stop:
-    deadline: float
-    killed: bool = False
-    victims: list[tuple[int, str]] = field(default_factory=list)
-    """What was still alive when the grace period ran out: ``(pid, name)``."""
+_RESET = (*_HANDLED, *_IGNORED, signal.SIGPIPE)
+"""Back to their defaults for the command (Python ignores SIGPIPE)."""
 
 
 class Guard:
@@ -98,22 +104,14 @@ class Guard:
         self.pid = os.getpid()
         self.stop_signal = int(config.get("signal", signal.SIGTERM))
         self.grace = float(config.get("grace", 5.0))
-        # The process group to give the terminal back to when a command ends (asyncreload's own),
-        # or None when asyncreload does not hold the terminal.
-        self.terminal_pgrp: int | None = config.get("terminal_pgrp")
-        self.termios: list[Any] | None = None
-        self.child_termios: list[Any] | None = None
-        # The command's group while it holds the terminal (we gave it and have not taken it
-        # back): only then is the terminal ours to give back. After ``bg`` it is the shell's.
-        self.holder: int | None = None
+        self.terminal = Terminal(config.get("terminal_pgrp"))
         self.suspended = False
         self.child: int | None = None
-        self.sentinel: int | None = None
-        self.sentinel_fd: int | None = None
-        self.stopping: _Stop | None = None
+        self.stopping: Stop | None = None
         self.closing = False
         self.inbox = _wire.Lines()
         self.selector = selectors.DefaultSelector()
+        self.sentinel = Sentinel(self.pid, self.selector)
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -125,11 +123,7 @@ class Guard:
         for sig in _HANDLED:
             signal.signal(sig, lambda *_: None)
         signal.set_wakeup_fd(self.wakeup_w)
-        if self.terminal_pgrp is not None:
-            try:
-                self.termios = termios.tcgetattr(0)
-            except (OSError, termios.error):
-                self.termios = None
+        self.terminal.save_modes()
         self.sock.setblocking(False)
         self.selector.register(self.sock, selectors.EVENT_READ, "socket")
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, "signal")
@@ -153,10 +147,10 @@ class Guard:
                     self.selector.unregister(self.keeper)
                     self.close()  # it never writes: this is EOF, the keeper is gone
                 else:
-                    self.on_sentinel()
+                    self.on_sentinel(self.sentinel.read())
             self.reap()
             self.check_stop()
-        self.give_back_terminal()
+        self.terminal.give_back()
 
     def on_socket(self) -> None:
         try:
@@ -186,14 +180,10 @@ class Guard:
         if signal.SIGTERM in received or signal.SIGHUP in received:
             self.close()
 
-    def on_sentinel(self) -> None:
-        assert self.sentinel_fd is not None
-        data = os.read(self.sentinel_fd, 16)
-        self.selector.unregister(self.sentinel_fd)
-        os.close(self.sentinel_fd)
-        self.sentinel_fd = None
-        if data and self.stopping is None:
-            self.send(event=protocol.INTERRUPT, signal=data[0])
+    def on_sentinel(self, sig: int | None) -> None:
+        """The sentinel reported ``sig`` from the terminal (None: nothing)."""
+        if sig is not None and self.stopping is None:
+            self.send(event=protocol.INTERRUPT, signal=sig)
 
     def close(self) -> None:
         """Asyncreload is gone (or we were told to go): stop everything, then exit."""
@@ -242,66 +232,26 @@ class Guard:
                 event=protocol.ERROR, errno=errno.EBUSY, message="a command is already running"
             )
             return
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        # Block signals across fork: the child must not run the guard's handlers (they'd write to
-        # the guard's wakeup pipe) before it has reset them.
-        foreground = foreground and self.terminal_pgrp is not None
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        pid = os.fork()
-        if pid == 0:
-            _exec_child(argv, env, cwd, err_w, mask, foreground=foreground)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(err_w)
+        foreground = foreground and self.terminal.ours
+        pid, failure = fork_command(argv, env, cwd, reset=_RESET, foreground=foreground)
         if foreground:
-            self.holder = pid
-        # As a shell does, both parent and child set the group: whichever runs first. (This fails
-        # if the child exec'd already, but then it did it itself.)
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
-        with os.fdopen(err_r, "rb") as f:
-            failure = f.read()  # EOF when exec succeeded (the pipe is close-on-exec)
+            self.terminal.lend(pid)
         if failure:
-            os.waitpid(pid, 0)
-            number, _, step = failure.decode().partition(" ")
-            code = int(number)
-            self.give_back_terminal()
+            code, step = failure
+            self.terminal.give_back()
             self.send(event=protocol.ERROR, errno=code, message=os.strerror(code), step=step)
             return
         self.child = pid
         if foreground:
-            self.start_sentinel(pid)
+            self.sentinel.start(pid)
         self.send(event=protocol.STARTED, pid=pid)
-
-    def start_sentinel(self, pgid: int) -> None:
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        pid = os.fork()
-        if pid == 0:
-            _sentinel(pgid, self.pid, write_fd)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(write_fd)
-        with contextlib.suppress(OSError):  # the command's group is gone: the sentinel will exit
-            os.setpgid(pid, pgid)
-        self.sentinel, self.sentinel_fd = pid, read_fd
-        self.selector.register(read_fd, selectors.EVENT_READ, "sentinel")
 
     # -- stopping -------------------------------------------------------------------------------
 
     def begin_stop(self, sig: int, grace: float, *, signalled: bool) -> None:
-        self.kill_sentinel()
-        group = self.child
-        if group is not None and not signalled:
-            _subreaper.send_signal(group, sig, group=True)
-        strays = [p for p, g in _subreaper.descendants(self.pid).items() if g != group]
-        for pid in strays:
-            _subreaper.send_signal(pid, sig)
-        if sig not in (signal.SIGKILL, signal.SIGCONT):
-            # A stopped process only acts on the signal once it runs again.
-            if group is not None:
-                _subreaper.send_signal(group, signal.SIGCONT, group=True)
-            for pid in strays:
-                _subreaper.send_signal(pid, signal.SIGCONT)
-        self.stopping = _Stop(deadline=time.monotonic() + grace)
+        self.sentinel.kill()
+        signal_all(self.pid, self.child, sig, signalled=signalled)
+        self.stopping = Stop(deadline=time.monotonic() + grace)
 
     def check_stop(self) -> None:
         stop = self.stopping
@@ -314,7 +264,7 @@ class Guard:
         if time.monotonic() < stop.deadline:
             return
         if not stop.killed:
-            stop.victims = self.kill_all()
+            stop.victims = kill_all(self.pid, self.child)
             stop.killed = True
             stop.deadline = time.monotonic() + _subreaper.KILL_TIMEOUT
             self.check_stop()
@@ -322,45 +272,6 @@ class Guard:
         stuck = sorted(_subreaper.descendants(self.pid))
         self.stopping = None
         self.send(event=protocol.STOPPED, killed=True, victims=stop.victims, stuck=stuck)
-
-    def kill_all(self) -> list[tuple[int, str]]:
-        """SIGKILL every descendant; sweep again in case one forked while we walked. Returns
-        what was alive before, ``(pid, name)``, so the warning can say whom it killed."""
-        victims = [
-            (pid, _subreaper.name_of(pid)) for pid in sorted(_subreaper.descendants(self.pid))
-        ]
-        if self.child is not None:
-            _subreaper.send_signal(self.child, signal.SIGKILL, group=True)
-        for _ in range(10):
-            found = _subreaper.descendants(self.pid)
-            if not found:
-                break
-            for pid in found:
-                _subreaper.send_signal(pid, signal.SIGKILL)
-            time.sleep(0.001)
-        return victims
-
-    def hear_out_sentinel(self) -> None:
-        """End the sentinel, passing on a Ctrl-C it has or had pending.
-
-        The terminal signals a whole process group at once, so a Ctrl-C that ended the command
-        is already pending in the sentinel. SIGTERM is pending after it, and ``sigwait`` picks
-        the lowest-numbered pending signal first (SIGINT, then SIGQUIT), so the sentinel
-        reports the Ctrl-C and exits.
-        """
-        if self.sentinel is None or self.sentinel_fd is None:
-            self.kill_sentinel()
-            return
-        _subreaper.send_signal(self.sentinel, signal.SIGTERM)
-        ready, _, _ = select.select([self.sentinel_fd], [], [], SENTINEL_TIMEOUT)
-        if ready:
-            self.on_sentinel()
-        self.kill_sentinel()
-
-    def kill_sentinel(self) -> None:
-        if self.sentinel is not None:
-            _subreaper.send_signal(self.sentinel, signal.SIGKILL)
-            self.sentinel = None
 
     def reap(self) -> bool:
         """Reap every child that has exited; True while any child is left."""
@@ -380,8 +291,8 @@ class Guard:
                 # A command that exits on Ctrl-C races its sentinel's report of it: hear the
                 # sentinel out first, so that asyncreload learns of the Ctrl-C before the exit
                 # (an exit alone would read as "it exited by itself": restart on a change).
-                self.hear_out_sentinel()
-                self.give_back_terminal()
+                self.on_sentinel(self.sentinel.hear_out())
+                self.terminal.give_back()
                 self.send(
                     event=protocol.EXITED, pid=pid, returncode=os.waitstatus_to_exitcode(status)
                 )
@@ -390,15 +301,10 @@ class Guard:
 
     def on_child_stopped(self, pid: int, sig: int) -> None:
         """The command was stopped: a stopped job, if it holds the terminal (else not ours)."""
-        if self.terminal_pgrp is None or self.stopping is not None or self.suspended:
+        if not self.terminal.ours or self.stopping is not None or self.suspended:
             return
         self.suspended = True
-        if self.holder is not None:
-            try:
-                self.child_termios = termios.tcgetattr(0)
-            except (OSError, termios.error):
-                self.child_termios = None
-        self.give_back_terminal()
+        self.terminal.take_back()
         self.send(event=protocol.SUSPENDED, pid=pid, signal=sig)
 
     def resume(self, *, foreground: bool) -> None:
@@ -407,130 +313,15 @@ class Guard:
             return
         self.suspended = False
         if foreground:
-            try:
-                if self.child_termios is not None:
-                    termios.tcsetattr(0, termios.TCSADRAIN, self.child_termios)
-                os.tcsetpgrp(0, self.child)
-                self.holder = self.child
-            except (OSError, termios.error):
-                pass  # no terminal any more: continue it anyway
+            self.terminal.lend_again(self.child)
         _subreaper.send_signal(self.child, signal.SIGCONT, group=True)
-
-    # -- the terminal ---------------------------------------------------------------------------
-
-    def give_back_terminal(self) -> None:
-        if self.terminal_pgrp is None or self.holder is None:
-            return
-        self.holder = None
-        _hand_terminal(self.terminal_pgrp, self.termios)
-
-
-def _hand_terminal(pgrp: int, modes: list[Any] | None) -> None:
-    """Make ``pgrp`` the terminal's foreground group, with the terminal ``modes`` it had."""
-    try:
-        if modes is not None:
-            # A command killed in raw mode (a debugger, a curses app) would leave the terminal
-            # unusable; a shell restores it the same way after each job.
-            termios.tcsetattr(0, termios.TCSADRAIN, modes)
-        os.tcsetpgrp(0, pgrp)
-    except (OSError, termios.error):
-        pass  # no terminal any more, or asyncreload's group is gone
-
-
-def _reset_signals() -> None:
-    for sig in (*_HANDLED, *_IGNORED, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
-
-
-def _exec_child(
-    argv: list[str],
-    env: dict[str, str],
-    cwd: str | None,
-    err_w: int,
-    mask: set[int],
-    *,
-    foreground: bool,
-) -> None:
-    """In the forked child: own group, the terminal if asked, default signals, exec; no return."""
-    code, step = 0, protocol.AT_EXEC
-    try:
-        signal.set_wakeup_fd(-1)
-        os.setpgid(0, 0)
-        if foreground:
-            # SIGTTOU is still ignored here (inherited from the guard): a background group may
-            # then take the terminal. Done before exec so the command never reads from a terminal
-            # it doesn't own (which would stop it with SIGTTIN).
-            with contextlib.suppress(OSError):  # the terminal hung up: run the command anyway
-                os.tcsetpgrp(0, os.getpid())
-        _reset_signals()
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if cwd is not None:
-            step = protocol.AT_CWD
-            os.chdir(cwd)
-            step = protocol.AT_EXEC
-        os.execvpe(argv[0], argv, env)
-    except OSError as e:
-        code = e.errno or errno.EINVAL
-    except BaseException:
-        code = errno.EINVAL
-    try:
-        os.write(err_w, f"{code} {step}".encode())
-    finally:
-        os._exit(127)
-
-
-def _sentinel(pgid: int, guard: int, write_fd: int) -> None:
-    """In the forked sentinel: join the command's group, report Ctrl-C. Never returns."""
-    try:
-        signal.set_wakeup_fd(-1)
-        # Keep nothing of the guard's open but the pipe back to it.
-        os.dup2(write_fd, 3)
-        os.closerange(4, 1 << 16)
-        # The guard is single-threaded: its death is this thread's parent's.
-        _subreaper.prctl(_subreaper.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != guard:
-            os._exit(0)
-        os.setpgid(0, pgid)
-        # Every signal is still blocked (from the fork), so these are picked up here, and
-        # a Ctrl-Z doesn't stop the sentinel.
-        got = signal.sigwait({*_REPORTED, signal.SIGTERM})
-        if got in _REPORTED:
-            os.write(3, bytes([got]))
-    finally:
-        os._exit(0)
-
-
-def _keep(guard: int, config: dict[str, Any]) -> int:
-    """The keeper, once it forked the guard: wait for it; when it is gone, stop what it left.
-
-    That is nothing when the guard ended as it should. When it was killed, all it held (the
-    command, and whatever was re-parented to it) is re-parented here, to the next subreaper up.
-    """
-    terminal_pgrp: int | None = config.get("terminal_pgrp")
-    modes = None
-    if terminal_pgrp is not None:
-        with contextlib.suppress(OSError, termios.error):
-            modes = termios.tcgetattr(0)
-    os.waitpid(guard, 0)
-    grace = float(config.get("grace", 5.0))
-    _subreaper.end_descendants(grace, int(config.get("signal", signal.SIGTERM)))
-    if terminal_pgrp is not None:
-        # The terminal went to a command we just ended: give it back, or asyncreload is left
-        # in the background of its own terminal. Not if somebody else holds it (after ``bg``).
-        try:
-            holder = os.tcgetpgrp(0)
-            os.killpg(holder, 0)
-        except ProcessLookupError:
-            _hand_terminal(terminal_pgrp, modes)
-        except OSError:
-            pass  # no terminal any more
-    return 0
 
 
 def main(argv: list[str]) -> int:
     """Run the keeper and the guard: ``guard_program.py '{"fd": N, "signal": 15, "grace": 5.0,
     "terminal_pgrp": P, "path": [...]}'``; ``path``: the directories of ``_wire``,
-    ``_subreaper`` and ``guard_protocol``, for ``sys.path`` (after the standard library's)."""
+    ``_subreaper``, ``guard_protocol`` and the guard's parts, for ``sys.path`` (after the
+    standard library's)."""
     config = json.loads(argv[1])
     sock = socket.socket(fileno=int(config["fd"]))
     os.set_inheritable(sock.fileno(), False)  # the commands must not hold it
@@ -545,14 +336,14 @@ def main(argv: list[str]) -> int:
     if pid:
         sock.close()  # the guard's copy is the only one: its death must reach asyncreload
         os.close(keeper_r)
-        return _keep(pid, config)  # keeper_w stays open until the keeper exits
+        return keep(pid, config)  # keeper_w stays open until the keeper exits
     os.close(keeper_w)
     guard = Guard(sock, config, keeper_r)
     try:
         guard.setup()
         guard.run()
     except BaseException:
-        guard.kill_all()  # whatever went wrong, leave nothing behind
+        kill_all(guard.pid, guard.child)  # whatever went wrong, leave nothing behind
         raise
     return 0
 

@@ -52,7 +52,7 @@ GUARD_PATH = [
     str(importlib.resources.files(__package__)),
 ]
 """Where the guard finds the modules it shares with us (``_wire``, ``_subreaper``,
-``guard_protocol``); zipimport reads them from a zip in place."""
+``guard_protocol``) and its own parts (``guard_*``); zipimport reads them from a zip in place."""
 DEFAULT_GRACE = 5.0
 """Seconds between the stop signal and SIGKILL."""
 _MARGIN = 15.0
@@ -197,6 +197,16 @@ class ManagedProcess:
     def interrupt(self) -> int | None:
         """The signal of that interruption: SIGINT, SIGQUIT, or SIGHUP (a hang-up); or None."""
         return self._last.interrupt if self._last is not None else None
+
+    def ended_by_terminal(self, returncode: int) -> bool:
+        """Whether the user pressed Ctrl-C (or Ctrl-\\) in the terminal the command held, or
+        the terminal hung up, given the ``returncode`` it exited with."""
+        if not self.foreground:
+            return self.interrupted
+        by_terminal = returncode in (-signals.SIGINT, -signals.SIGQUIT) or (
+            returncode == -signals.SIGHUP and terminal_hung_up()
+        )
+        return self.interrupted or by_terminal
 
     async def start(
         self,

@@ -5,9 +5,9 @@
 way nothing is pulled, so changes made meanwhile fold into the next batch. A restart stops the
 command at once; after a burst (a checkout, a build: :data:`~.merge.BURST_PATHS` or
 more paths) it starts it again only when changes have stopped coming for a moment
-(:data:`SETTLE_QUIET`, counted from the start of the stop), so the burst is one restart even when
-it pauses; a save of a file or two restarts at once. What comes after the start causes exactly
-one more restart.
+(:data:`~.waiting.SETTLE_QUIET`, counted from the start of the stop), so the burst is one restart
+even when it pauses; a save of a file or two restarts at once. What comes after the start causes
+exactly one more restart.
 
 :class:`Backoff` is the pure part: how long to wait before restarting a command that keeps
 exiting by itself.
@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
-import logging
 import os
-import shlex
-import shutil
 import signal as signals
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -34,15 +30,12 @@ from anyio.abc import TaskStatus
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from .._bytecode import purge_stale_bytecode
 from .._exceptions import (
     AsyncReloadError,
     CommandError,
-    CommandNotExecutableError,
-    CommandNotFoundError,
     ConfigError,
 )
-from .._loopguard import LoopGuard, changed_at, muted_line
+from .._loopguard import LoopGuard, changed_at
 from .._watch import (
     BURST_PATHS,
     QUANTITIES,
@@ -52,42 +45,28 @@ from .._watch import (
     current_directory,
     fold,
     open_watcher,
-    relative_to,
-    summarize,
 )
+from .command import DirectoryGone, argv_of, check_command, start, start_failure_status, words_of
 from .process import (
     DEFAULT_GRACE,
     ManagedProcess,
     StrPath,
-    describe_returncode,
     open_managed_process,
-    terminal_hung_up,
 )
-from .restarts import Then, Wake, step
+from .report import Report, log
+from .requests import Requests
+from .restarts import Then, step
+from .waiting import settle, wait
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
 
 __all__ = ["Backoff", "OnExit", "ProcessRunner", "RunOptions", "parse_signal", "run_process"]
 
-log = logging.getLogger("asyncreload.run")
 
-CHANGES_LIMIT = 64 * 1024
-"""Bytes of JSON at most in ``ASYNCRELOAD_CHANGES``: Linux refuses to start a program with an
-environment string over 128 KiB, and a ``git checkout`` can change thousands of files."""
-SETTLE_QUIET = 0.1
-"""Seconds without a new batch before a command stopped for a change is started again. Starting
-it while a burst (a checkout, a build) is still being written would restart it again at the
-burst's next pause; worse, its start-up competes for the CPU with the writer, and makes those
-pauses longer. The stop counts towards it, so a command that takes that long to stop waits for
-nothing more."""
-SETTLE_CAP = 2.0
-"""Seconds at most that the start waits for changes to stop coming."""
 CWD_RETRY = 1.0
 """Seconds between looks for a working directory that is gone (moved or removed), to start the
 command again once it is back."""
-_CLEAR = "\x1b[H\x1b[2J\x1b[3J"
-"""Cursor home, clear the screen, clear the scrollback (xterm and most others)."""
 
 
 class OnExit(str, enum.Enum):
@@ -147,51 +126,6 @@ def parse_signal(value: str | int) -> signals.Signals:
         raise ConfigError(f"unknown signal: {value!r} (try TERM, INT, HUP, QUIT or KILL)") from None
 
 
-def changes_env(batch: ChangeBatch, limit: int = CHANGES_LIMIT) -> dict[str, str]:
-    """``ASYNCRELOAD_CHANGES`` for a batch: a JSON list, cut to ``limit`` bytes if need be.
-
-    When the list is cut, ``ASYNCRELOAD_CHANGES_TRUNCATED=1`` says so.
-
-    >>> from asyncreload import Change, ChangeKind, Source
-    >>> changes_env((Change(ChangeKind.ADDED, "/a", Source.EVENTS),))
-    {'ASYNCRELOAD_CHANGES': '[{"change":"added","path":"/a","source":"events"}]'}
-    """
-    items: list[str] = []
-    size = 2
-    for change in batch:
-        item = json.dumps(change.to_json(), separators=(",", ":"))
-        size += len(item) + 1
-        if size > limit:
-            return {
-                "ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]",
-                "ASYNCRELOAD_CHANGES_TRUNCATED": "1",
-            }
-        items.append(item)
-    return {"ASYNCRELOAD_CHANGES": "[" + ",".join(items) + "]"}
-
-
-def check_command(name: str, *, env: Mapping[str, str], cwd: str) -> None:
-    """Raise CommandNotFoundError/CommandNotExecutableError now rather than after the watcher's
-    first sweep (which may take a while on a big tree)."""
-    if "/" in name:
-        path = os.path.join(cwd, name)
-        if not os.path.exists(path):
-            raise CommandNotFoundError(f"command not found: {name}")
-        if os.path.isdir(path) or not os.access(path, os.X_OK):
-            raise CommandNotExecutableError(f"command not executable: {name}")
-        return
-    search = env.get("PATH", os.defpath)
-    if shutil.which(name, path=search) is not None:
-        return
-    if shutil.which(name, mode=os.F_OK, path=search) is not None:
-        raise CommandNotExecutableError(f"command not executable: {name}")
-    raise CommandNotFoundError(f"command not found: {name}")
-
-
-class _DirectoryGone(CommandError):
-    """The command's working directory is gone: not the command's failure, and it passes."""
-
-
 class ProcessRunner:
     """Run a command under the watcher and restart it on changes; see :func:`run_process`.
 
@@ -219,16 +153,9 @@ class ProcessRunner:
         foreground: bool = False,
         **watch_options: Unpack[WatcherOptions],
     ) -> None:
-        if isinstance(command, str):
-            command = [command] if shell else shlex.split(command)
-        if not command:
-            raise ConfigError("no command to run")
+        self.command = words_of(command, shell=shell)
         QUANTITIES["grace"].check("grace", grace)
-        self.command = list(command)
-        # Several words make one script, joined with spaces as ssh does: each word keeps its
-        # shell syntax (``make '&&' ./server``). Quoting each word instead would make --shell
-        # mean nothing for them. The log line shows this argv, so it says what runs.
-        self.argv = ["/bin/sh", "-c", " ".join(self.command)] if shell else self.command
+        self.argv = argv_of(self.command, shell=shell)
         self.paths = paths
         self.shell = shell
         self.stop_signal = parse_signal(stop_signal)
@@ -244,35 +171,19 @@ class ProcessRunner:
         self.watch_options = watch_options
         self.starts = 0
         """How many times the command was started (``ASYNCRELOAD_RESTART`` is this, before)."""
-        self._restart_requested = False
-        self._stop_requested = False
-        self._cwd_gone = False
-        self._force = False
-        self._wake: anyio.Event | None = None
-        self._forced: anyio.Event | None = None
+        self._requests = Requests()
         self._guard = LoopGuard()
-        self._starting: anyio.CancelScope | None = None
+        self._report = Report()
         self.on_start: Callable[[int], None] | None = None
         """Called with the command's PID after each start (``run --live-reload-port``)."""
 
     def restart(self) -> None:
         """Restart the command now, as if a file had changed (e.g. on SIGHUP)."""
-        self._restart_requested = True
-        self._poke()
+        self._requests.ask_restart()
 
     def stop(self, *, force: bool = False) -> None:
         """Stop the command gracefully and return from :meth:`run`; ``force``: SIGKILL it now."""
-        self._stop_requested = True
-        self._force = self._force or force
-        self._poke()
-
-    def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-        if self._force and self._forced is not None:
-            self._forced.set()
-        if self._stop_requested and self._starting is not None:
-            self._starting.cancel()  # no command yet: nothing to stop gracefully
+        self._requests.ask_stop(force=force)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> int | None:
         """Watch, run the command, restart it on changes, until :meth:`stop` or the command's exit
@@ -284,18 +195,14 @@ class ProcessRunner:
         """
         here = current_directory()
         cwd = self._cwd = here if self.cwd is None else os.path.join(here, self.cwd)
+        self._report.cwd = cwd
         env = os.environ if self.env is None else self.env
         if not self.shell:
             check_command(self.argv[0], env=env, cwd=cwd)
-        self._wake, self._forced = anyio.Event(), anyio.Event()
-        if self._force:
-            self._forced.set()
         # A stop while the watcher starts (which waits for a hung mount as long as it hangs)
         # ends the start: the loop that would see the stop request is not running yet.
         result = None
-        starting = self._starting = anyio.CancelScope()
-        if self._stop_requested:
-            starting.cancel()
+        starting = self._requests.begin()
         try:
             with starting:
                 async with (
@@ -305,7 +212,7 @@ class ProcessRunner:
                     open_watcher(*self.paths, **self.watch_options) as changes,
                     anyio.create_task_group() as tg,
                 ):
-                    self._starting = None
+                    self._requests.started()
                     tg.start_soon(self._kill_when_forced, proc)
                     result = await self._loop(proc, changes, task_status)
                     tg.cancel_scope.cancel()
@@ -313,12 +220,11 @@ class ProcessRunner:
             _raise_sole_error(group)
             raise
         finally:
-            self._starting = None
+            self._requests.started()
         return result
 
     async def _kill_when_forced(self, proc: ManagedProcess) -> None:
-        assert self._forced is not None
-        await self._forced.wait()
+        await self._requests.forced()
         await proc.kill()
 
     # -- the loop -------------------------------------------------------------------------------
@@ -329,61 +235,58 @@ class ProcessRunner:
         batch: ChangeBatch = ()
         why = ""
         backoff = Backoff()
-        while not self._stop_requested:
+        while not self._requests.stop:
             began = anyio.current_time()
             await proc.stop()
             stopped = anyio.current_time()
             # Only a burst is held back: a save of a file or two restarts at once.
             burst = why == "change" and len(batch) >= BURST_PATHS
             if burst:
-                batch = await _settle(changes, batch, since=began)
+                batch = await settle(changes, batch, since=began)
             else:
                 batch = fold(batch, changes.take_nowait())
             settled = anyio.current_time()
             if burst:
-                log.debug("held the start %.0f ms for more changes", (settled - stopped) * 1000)
+                self._report.held(settled - stopped)
             # This start answers a restart asked for during the stop (a SIGHUP, say): else it
             # would be stopped again at once.
-            self._restart_requested = False
+            self._requests.restart = False
             first = self.starts == 0
             failure = await self._start(proc, batch)
             self._guard.settled()
             started = anyio.current_time()
-            gone = isinstance(failure, _DirectoryGone)
+            gone = isinstance(failure, DirectoryGone)
             if first:
                 task_status.started()
-            elif self._cwd_gone and not gone:
-                self._cwd_gone = False
-                log.info("%s is back: started the command again", self._cwd)
             elif not gone:
-                self._log_restart(why, batch, stopped - began, started - settled)
+                self._report.restarted(why, batch, stopped - began, started - settled)
             running = failure is None
             # Once the command is gone: restart after this many seconds (None: on a change).
             delay: float | None = None
             if failure:
                 if self.on_exit is OnExit.EXIT:
-                    return _start_failure_status(failure)
+                    return start_failure_status(failure)
                 if gone:
                     delay = CWD_RETRY
-                    if not self._cwd_gone:  # once: the look each second is quiet
-                        self._cwd_gone = True
-                        log.warning("%s; starting it once it is back", failure)
+                    self._report.cwd_gone(failure)
                 else:
                     delay = self._exit_delay(backoff, 0.0)
-                    self._log_exit(_start_failure_status(failure), failure, delay)
+                    self._report.exited(start_failure_status(failure), failure, delay)
 
             while True:  # until there's a reason to restart
-                wake = await self._wait(proc, changes, child=running, delay=delay)
+                wake = await wait(
+                    proc, changes, self._requests, admit=self._admit, child=running, delay=delay
+                )
                 returncode = proc.returncode
                 # The changes that came while the directory was gone are this start's too.
                 pending = fold(batch, wake.batch) if gone else wake.batch
                 then = step(
                     wake,
                     running=running,
-                    stop_requested=self._stop_requested,
-                    restart_requested=self._restart_requested,
+                    stop_requested=self._requests.stop,
+                    restart_requested=self._requests.restart,
                     exit_ends_run=self.on_exit is OnExit.EXIT,
-                    by_terminal=wake.exited and self._interrupted(proc, _known(returncode)),
+                    by_terminal=wake.exited and proc.ended_by_terminal(_known(returncode)),
                     hangup=proc.interrupt == signals.SIGHUP,
                     changes_pending=bool(pending),
                 )
@@ -393,17 +296,17 @@ class ProcessRunner:
                     running = False
                 if then.exited:
                     delay = self._exit_delay(backoff, anyio.current_time() - started)
-                    self._log_exit(_known(returncode), None, delay)
+                    self._report.exited(_known(returncode), None, delay)
                 if then.then is Then.FINISH:
                     return await self._finish(proc, had_child=then.had_child,
                                               signalled=then.signalled)  # fmt: skip
                 if then.then is Then.EXIT:
-                    log.debug("command %s", describe_returncode(_known(returncode)))
+                    self._report.ended(_known(returncode))
                     await proc.stop()  # whatever it left behind
                     return returncode
                 if then.then is Then.RESTART:
                     batch, why = pending, then.why
-                    self._restart_requested = False
+                    self._requests.restart = False
                     break
         if self.starts == 0:
             task_status.started()
@@ -417,20 +320,12 @@ class ProcessRunner:
         # Abandonable: the directory may be on a mount that stopped answering.
         there = await anyio.to_thread.run_sync(os.path.isdir, self._cwd, abandon_on_cancel=True)
         if self.starts and not there:  # no start to count: none began
-            return _DirectoryGone(f"can't start the command: {self._cwd} is gone")
-        env = dict(os.environ if self.env is None else self.env)
-        env.update(changes_env(batch))
-        env["ASYNCRELOAD_RESTART"] = str(self.starts)
+            return DirectoryGone(f"can't start the command: {self._cwd} is gone")
         first = self.starts == 0
         self.starts += 1
-        # A Python command would otherwise import a module edited within the same second at the
-        # same size as its stale cached bytecode (see _bytecode).
-        await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
-        if self.clear:
-            sys.stdout.write(_CLEAR)
-            sys.stdout.flush()
         try:
-            pid = await proc.start(self.argv, env=env, cwd=self._cwd)
+            pid = await start(proc, self.argv, env=self.env, cwd=self._cwd, batch=batch,
+                              restart=self.starts - 1, clear=self.clear)  # fmt: skip
         except CommandError as e:
             if first:
                 raise
@@ -438,128 +333,28 @@ class ProcessRunner:
         if self.on_start is not None:
             self.on_start(pid)
         if first:
-            where = ", ".join(os.fspath(p) for p in self.paths) or self._cwd
-            log.info("watching %s; running %s", where, shlex.join(self.argv))
+            self._report.watching(self.paths, self.argv)
         return None
-
-    async def _wait(
-        self,
-        proc: ManagedProcess,
-        changes: ChangeStream,
-        *,
-        child: bool,
-        delay: float | None = None,
-    ) -> Wake:
-        """Wait for the next thing to act on: a batch, the command's exit, Ctrl-C, a request."""
-        wake = Wake()
-        assert self._wake is not None
-        if self._stop_requested or self._restart_requested:
-            return wake
-        async with anyio.create_task_group() as tg:
-
-            async def batch() -> None:
-                while not wake.batch:
-                    try:
-                        wake.batch = self._admit(await changes.__anext__())
-                    except StopAsyncIteration:
-                        raise CommandError("the watcher stopped unexpectedly") from None
-                tg.cancel_scope.cancel()
-
-            async def exited() -> None:
-                await proc.wait()
-                wake.exited = True
-                tg.cancel_scope.cancel()
-
-            async def interrupted() -> None:
-                await proc.wait_interrupted()
-                wake.interrupted = True
-                tg.cancel_scope.cancel()
-
-            async def suspended() -> None:
-                await proc.wait_suspended()
-                wake.suspended = True
-                tg.cancel_scope.cancel()
-
-            async def requested(event: anyio.Event) -> None:
-                await event.wait()
-                tg.cancel_scope.cancel()
-
-            async def timer(delay: float) -> None:
-                await anyio.sleep(delay)
-                wake.timed_out = True
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(batch)
-            tg.start_soon(requested, self._wake)
-            if child:  # exited() raises if the guard dies
-                tg.start_soon(exited)
-                tg.start_soon(interrupted)
-                tg.start_soon(suspended)
-            else:  # the guard dies: say so now, not at the next change
-                tg.start_soon(proc.watch_guard)
-            if delay is not None:
-                tg.start_soon(timer, delay)
-        if self._wake.is_set():
-            self._wake = anyio.Event()
-        return wake
 
     def _admit(self, batch: ChangeBatch) -> ChangeBatch:
         """``batch``, or nothing when it holds only paths that keep restarting the command."""
         verdict = self._guard.admit({c.path: changed_at(c) for c in batch})
-        cwd = self._cwd  # resolved at the start: os.getcwd() fails once the directory is gone
-        roots = [os.path.join(cwd, os.fspath(p)) for p in self.paths] or [cwd]
-        for path in verdict.muted:
-            shown = relative_to(path, cwd)
-            log.warning(muted_line(path, shown, roots, "--exclude", "restarts"))
+        self._report.muted(verdict.muted, self.paths)
         return batch if verdict.paths else ()
-
-    def _interrupted(self, proc: ManagedProcess, returncode: int) -> bool:
-        """Whether the user pressed Ctrl-C (or Ctrl-\\) in the terminal the command held, or
-        the terminal hung up."""
-        if not proc.foreground:
-            return proc.interrupted
-        by_terminal = returncode in (-signals.SIGINT, -signals.SIGQUIT) or (
-            returncode == -signals.SIGHUP and terminal_hung_up()
-        )
-        return proc.interrupted or by_terminal
 
     async def _finish(
         self, proc: ManagedProcess, *, had_child: bool, signalled: bool = False
     ) -> int | None:
         """Stop the command (and what it left); its returncode if it was running, else None."""
-        grace = 0.0 if self._force else None
+        grace = 0.0 if self._requests.force else None
         await proc.stop(signalled=signalled, grace=grace)
         return proc.returncode if had_child else None
-
-    # -- what the log says ----------------------------------------------------------------------
-
-    def _log_restart(self, why: str, batch: ChangeBatch, stop: float, start: float) -> None:
-        ms = 1000
-        took = f"in {(stop + start) * ms:.0f} ms (stop {stop * ms:.0f} + start {start * ms:.0f})"
-        if batch:
-            log.info("restarted %s after %s", took, summarize(batch, self._cwd))
-        else:
-            log.info("restarted %s %s", took, "on request" if why == "request" else "after exit")
-
-    def _log_exit(self, returncode: int, failure: CommandError | None, delay: float | None) -> None:
-        then = "restarting on the next change" if delay is None else (
-            "restarting now" if delay == 0 else f"restarting in {delay:g} s")  # fmt: skip
-        if failure:
-            log.error("%s; %s", failure, then)
-            return
-        level = logging.INFO if returncode == 0 else logging.WARNING
-        log.log(level, "command %s; %s", describe_returncode(returncode), then)
 
 
 def _known(returncode: int | None) -> int:
     """The returncode of a command that has exited."""
     assert returncode is not None
     return returncode
-
-
-def _start_failure_status(failure: CommandError) -> int:
-    """The exit status a shell gives a command it can't run: 126 or 127."""
-    return 126 if isinstance(failure, CommandNotExecutableError) else 127
 
 
 async def _suspend(proc: ManagedProcess) -> None:
@@ -572,34 +367,6 @@ async def _suspend(proc: ManagedProcess) -> None:
     with contextlib.suppress(OSError):
         os.killpg(os.getpgrp(), signals.SIGTSTP)
     await proc.resume()
-
-
-async def _settle(
-    changes: ChangeStream,
-    batch: ChangeBatch,
-    *,
-    since: float,
-    quiet: float = SETTLE_QUIET,
-    cap: float = SETTLE_CAP,
-) -> ChangeBatch:
-    """Fold in the batches that keep coming until none has come for ``quiet`` seconds counted
-    from ``since`` (when the restart began; so a stop that took that long costs nothing more), or
-    for ``cap`` seconds in all, so that endless churn still gets a restart."""
-    give_up = since + cap
-    window_end = since + quiet
-    while True:
-        now = anyio.current_time()
-        window = min(window_end, give_up) - now
-        more: ChangeBatch = ()
-        if window > 0:
-            with anyio.move_on_after(window):
-                more = await changes.__anext__()
-        else:
-            more = changes.take_nowait()
-        if not more:
-            return batch
-        batch = fold(batch, more)
-        window_end = anyio.current_time() + quiet
 
 
 def _raise_sole_error(group: BaseExceptionGroup[BaseException]) -> None:
