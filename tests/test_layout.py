@@ -35,6 +35,7 @@ SHARED = {
     "_serve/live.py": "asyncreload._serve.live",
     "_serve/static_dirs.py": "asyncreload._serve.static_dirs",
     "_serve/imports.py": "asyncreload._serve.imports",
+    "_serve/uvicorn_parts.py": "asyncreload._serve.uvicorn_parts",
 }
 """What the programs share with the parent that starts them (framing, process trees, their
 protocols): standard library only too. The guard imports them as top-level modules."""
@@ -114,7 +115,7 @@ def test_the_child_programs_import_the_standard_library_only(program: str) -> No
             continue
         if module in shared or {f"{module}.{n}" for n in names} <= shared:
             continue
-        if top in (WORKER_NEEDS if "worker" in rel else set()):
+        if top in (WORKER_NEEDS if "worker" in rel or "uvicorn" in rel else set()):
             continue
         others.add(module)
     assert not others

@@ -45,29 +45,10 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import _subreaper, _wire
-from . import static_dirs
+from . import static_dirs, uvicorn_parts
 from . import worker_protocol as protocol
 from .imports import Full, ImportRecorder, drop, pinning_django, plan, under, user_modules
 from .live import LiveReload
-
-# What every worker needs: imported while the worker waits, not while the user does. uvicorn's
-# own "auto" modules pick the HTTP and WebSocket implementations (httptools or h11; websockets'
-# sans-I/O one or wsproto) and the event loop (uvloop or asyncio) exactly as uvicorn does, so
-# nothing is imported that uvicorn would not import (importing its deprecated legacy
-# websockets module, say, prints a deprecation warning at every start).
-_WARM_MODULES = (
-    "uvicorn.config",
-    "uvicorn.server",
-    "uvicorn.lifespan.on",
-    "uvicorn.protocols.http.auto",
-    "uvicorn.protocols.websockets.auto",
-    "uvicorn.loops.auto",
-    "uvicorn.loops.uvloop",  # imported by uvicorn.loops.auto when called, if uvloop is there
-    "uvicorn.middleware.proxy_headers",
-    "uvicorn.middleware.asgi2",
-    "uvicorn.middleware.message_logger",
-    "a2wsgi",
-)
 
 
 class _Channel:
@@ -276,10 +257,8 @@ def _cwd() -> str:
 
 
 def _load_app(spec: dict[str, Any]) -> tuple[Any, str]:
-    from uvicorn.importer import import_from_string
-
     _prepare(spec)
-    app = import_from_string(spec["app"])
+    app = uvicorn_parts.import_app(spec["app"])
     if spec.get("factory"):
         app = app()
     interface = spec.get("interface") or "auto"
@@ -305,9 +284,7 @@ def _asgi3(app: Any, interface: str) -> tuple[Any, str]:
             asgi3 = inspect.iscoroutinefunction(type(app).__call__)
         interface = "asgi3" if asgi3 else "asgi2"
     if interface == "asgi2":
-        from uvicorn.middleware.asgi2 import ASGI2Middleware
-
-        return ASGI2Middleware(app), "asgi3"
+        return uvicorn_parts.as_asgi3(app), "asgi3"
     return app, interface
 
 
@@ -320,8 +297,6 @@ def _serve(
 ) -> int:
     """Import and serve the app; ``again``: the modules a warm standby dropped for ``changed``
     (None: a cold import)."""
-    import uvicorn
-
     user_dirs = spec.get("user_dirs") or spec["app_dirs"]
     try:
         app, interface = _load_app(spec)
@@ -342,32 +317,16 @@ def _serve(
         app, interface = _asgi3(app, interface)
         app = live = LiveReload(app, static_urls=[p.url for p in static])
     sock = socket.socket(fileno=listen_fd)
-    config = uvicorn.Config(
-        app,
-        interface=interface,  # type: ignore[arg-type]
-        lifespan=spec.get("lifespan", "auto"),
-        root_path=spec.get("root_path", ""),
-        proxy_headers=spec.get("proxy_headers", True),
-        forwarded_allow_ips=spec.get("forwarded_allow_ips"),
-        log_level=spec.get("log_level"),
-        access_log=spec.get("access_log", True),
-        timeout_graceful_shutdown=spec.get("timeout_graceful_shutdown"),
-        env_file=spec.get("env_file"),
-        **spec.get("uvicorn", {}),
-    )
+    config = uvicorn_parts.make_config(app, interface, spec)
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            self.config.loaded_app = drain.wrap(self.config.loaded_app)
-            await super().startup(sockets)
-            if self.started:
-                # Before this task yields, so before the first request is answered: an edit
-                # made once the new code was seen comes after it (see LoopGuard.settled).
-                channel.send(protocol.ready(os.getpid(), time.time(), again))
-                report = asyncio.get_running_loop().create_task(report_modules())
-                reporting.add(report)  # held: the loop keeps only a weak reference
-                if live is not None:
-                    channel.send(protocol.static(p.directory for p in static))
+    def started() -> None:
+        # Before this task yields, so before the first request is answered: an edit made once
+        # the new code was seen comes after it (see LoopGuard.settled).
+        channel.send(protocol.ready(os.getpid(), time.time(), again))
+        report = asyncio.get_running_loop().create_task(report_modules())
+        reporting.add(report)  # held: the loop keeps only a weak reference
+        if live is not None:
+            channel.send(protocol.static(p.directory for p in static))
 
     reporting: set[asyncio.Task[None]] = set()
 
@@ -385,7 +344,8 @@ def _serve(
 
     roots = _roots(user_dirs)
 
-    server = Server(config)
+    # (A lambda: the drain is made with the server, and wraps the app only at its startup.)
+    server = uvicorn_parts.make_server(config, lambda app: drain.wrap(app), started)  # noqa: PLW0108
     drain = _Drain(server, config.timeout_graceful_shutdown)
     drain.live = live
 
@@ -405,7 +365,7 @@ def _serve(
         await server.serve(sockets=[sock])
 
     try:
-        _run_on_uvicorns_loop(config, main)
+        uvicorn_parts.run_on_uvicorns_loop(config, main)
     except SystemExit as e:  # uvicorn exits this way when lifespan startup fails
         if not server.started:
             channel.send(protocol.failed("the app's lifespan startup failed (see above)"))
@@ -416,18 +376,6 @@ def _serve(
             return 1
         raise
     return 0
-
-
-def _run_on_uvicorns_loop(config: Any, main: Callable[[], Any]) -> None:
-    """Run ``main()`` on the event loop uvicorn would pick (``--loop``: uvloop when installed)."""
-    get_loop_factory = getattr(config, "get_loop_factory", None)
-    if get_loop_factory is None:  # uvicorn < 0.36 sets an event loop policy instead
-        config.setup_event_loop()
-        asyncio.run(main())
-        return
-    from uvicorn._compat import asyncio_run  # asyncio.run with loop_factory, on Python 3.10 too
-
-    asyncio_run(main(), loop_factory=get_loop_factory())
 
 
 APP_CHILDREN_GRACE = 1.0
@@ -511,7 +459,8 @@ class _Drain:
         await asyncio.sleep(0.05)  # the tasks that set up accepted connections run
         deadline = loop.time() + STOP_WAIT_S
         while loop.time() < deadline and any(  # noqa: ASYNC110 (uvicorn offers no event for it)
-            getattr(c, "cycle", True) is None for c in self.server.server_state.connections
+            uvicorn_parts.waiting_for_a_request(c)
+            for c in uvicorn_parts.open_connections(self.server)
         ):
             await asyncio.sleep(0.005)
         self.server.should_exit = True
@@ -522,7 +471,7 @@ class _Drain:
         # asyncio then closes them unanswered. Removing the listening socket's reader stops the
         # accepting and lets those finish; uvicorn's shutdown closes the server later.
         selector_loop = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
-        for s in getattr(self.server, "servers", []):
+        for s in uvicorn_parts.listeners(self.server):
             if not selector_loop:
                 # uvloop accepts in libuv, not through a reader, and sets a connection up at once
                 # (no task to fail): closing its server just stops the accepting.
@@ -539,7 +488,7 @@ class _Drain:
         deadline = loop.time() + grace
         await asyncio.sleep(min(0.05, grace))  # the tasks that set up accepted connections run
         # uvicorn offers no event for a connection's end: poll its set.
-        while self.server.server_state.connections and loop.time() < deadline:  # noqa: ASYNC110
+        while uvicorn_parts.open_connections(self.server) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if self.grace is not None:
             # What is still running (a stream, a WebSocket) gets what is left of the grace.
@@ -559,7 +508,7 @@ def main(argv: list[str]) -> int:
         return 2
     control_fd, listen_fd = int(argv[0]), int(argv[1])
     channel = _Channel(control_fd)
-    _preload(list(_WARM_MODULES))
+    _preload(list(uvicorn_parts.WARM_MODULES))
     hello = channel.receive() or {}
     if hello.get("preload"):
         _preload(hello["preload"])
