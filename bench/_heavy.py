@@ -25,7 +25,6 @@ interpreter first, warm bytecode, so the report says what a reload must pay for 
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import random
@@ -42,6 +41,7 @@ from typing import Any
 
 from ._reloaders import Reloader, ReloadSettings, Versions, free_port, reloader_env, write_module
 from ._runner import spawned
+from ._serve import ServerDied, ask, time_left
 from ._stats import MISSED
 from .apps import django_site, heavy
 
@@ -149,27 +149,6 @@ class _Tally:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _ask(port: int, timeout: float) -> tuple[str, int] | str:
-    """(version, pid) from one ``GET /`` on a new connection, or why there is none."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/", headers={"Connection": "close"})
-        response = conn.getresponse()
-        body = response.read().decode(errors="replace")
-    except (OSError, http.client.HTTPException) as exc:
-        return type(exc).__name__
-    finally:
-        conn.close()
-    if response.status != 200:
-        return f"status {response.status}"
-    version, _, pid = body.partition(" ")
-    return (version, int(pid)) if pid.strip().isdigit() else "not a version"
-
-
-class ServerDied(RuntimeError):
-    """The server exited while the client was waiting for it."""
-
-
 class _CheckedClient:
     """Polls ``GET /`` and checks every body against the versions saved so far, in order."""
 
@@ -207,12 +186,10 @@ class _CheckedClient:
         """When (monotonic) a response first showed ``version`` (None: any good one); None
         once ``deadline`` passes."""
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = time_left(self.proc, deadline)
             if remaining <= 0:
                 return None
-            if self.proc.poll() is not None:
-                raise ServerDied(f"the server exited with status {self.proc.returncode}")
-            served = self._check(_ask(self.port, min(remaining, _REQUEST_TIMEOUT)))
+            served = self._check(ask(self.port, min(remaining, _REQUEST_TIMEOUT)))
             t = time.monotonic()
             if served is not None and (version is None or served == version):
                 return t

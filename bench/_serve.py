@@ -42,7 +42,7 @@ from ._restart import same_size_edit
 from ._runner import Event, spawned
 from ._stats import MISSED
 
-__all__ = ["measure_serve"]
+__all__ = ["ServerDied", "ask", "measure_serve", "time_left"]
 
 _REQUEST_TIMEOUT = 5.0
 """At most this long for one request (a server that accepted but does not answer)."""
@@ -52,21 +52,35 @@ class ServerDied(RuntimeError):
     """The server exited while the client was waiting for it."""
 
 
-def _get(port: int, timeout: float) -> tuple[str, int] | None:
-    """(version, pid) from one ``GET /`` on a new connection; None if there was no answer."""
+def time_left(proc: subprocess.Popen[bytes], deadline: float) -> float:
+    """Seconds until ``deadline`` (monotonic) for a client of ``proc``'s server; ServerDied
+    once the server has exited."""
+    if proc.poll() is not None:
+        raise ServerDied(f"the server exited with status {proc.returncode}")
+    return deadline - time.monotonic()
+
+
+def ask(port: int, timeout: float) -> tuple[str, int] | str:
+    """(version, pid) from one ``GET /`` on a new connection, or why there is none."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", "/", headers={"Connection": "close"})
         response = conn.getresponse()
         body = response.read().decode(errors="replace")
-    except (OSError, http.client.HTTPException):
-        return None
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
     finally:
         conn.close()
+    if response.status != 200:
+        return f"status {response.status}"
     version, _, pid = body.partition(" ")
-    if response.status != 200 or not pid.strip().isdigit():
-        return None
-    return version, int(pid)
+    return (version, int(pid)) if pid.strip().isdigit() else "not a version"
+
+
+def _get(port: int, timeout: float) -> tuple[str, int] | None:
+    """(version, pid) from one ``GET /`` on a new connection; None if there was no answer."""
+    reply = ask(port, timeout)
+    return None if isinstance(reply, str) else reply
 
 
 class _Client:
@@ -80,11 +94,9 @@ class _Client:
         """The first response that matches, as an event (``t``: when it was read, ``version``,
         ``pid``); None once ``deadline`` (monotonic) passes."""
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = time_left(self.proc, deadline)
             if remaining <= 0:
                 return None
-            if self.proc.poll() is not None:
-                raise ServerDied(f"the server exited with status {self.proc.returncode}")
             reply = _get(self.port, min(remaining, _REQUEST_TIMEOUT))
             t = time.monotonic()
             self.requests += 1

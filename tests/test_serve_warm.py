@@ -28,14 +28,8 @@ from . import holder, models
 from .cycle_a import cycle
 
 async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    if scope["type"] != "http":
+        return  # no lifespan: uvicorn's "auto" goes on without it
     from . import lazy  # at the first request only
     body = f"{models.NAME} {holder.HELD.kind} {cycle()} {lazy.VALUE} MAIN1"
     await send({"type": "http.response.start", "status": 200, "headers": []})
