@@ -102,7 +102,7 @@ class Supervisor(sv._Supervisor):
         self.scripts = scripts
         self.spawned: list[FakeWorker] = []
 
-    async def spawn(self, preload: list[str] | None = None, warm: bool = True) -> Any:
+    async def spawn(self, preload: list[str], user: list[str]) -> Any:
         script = self.scripts.pop(0) if self.scripts else "ready"
         if script == "oserror":
             raise FileNotFoundError(2, "No such file or directory")
@@ -153,7 +153,7 @@ async def serving_then(supervisor: Supervisor, *scripts: str) -> FakeWorker:
     await reload(supervisor, ())
     old = supervisor.serving
     assert isinstance(old, FakeWorker)
-    supervisor.standby = None  # the one warmed at the start would answer "ready"
+    supervisor.standbys.standby = None  # the one warmed at the start would answer "ready"
     supervisor.scripts = list(scripts)
     return old
 

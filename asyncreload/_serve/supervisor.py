@@ -41,7 +41,7 @@ from anyio.abc import Process, TaskStatus
 
 from .._bytecode import purge_stale_bytecode
 from .._channel import Channel
-from .._exceptions import AsyncReloadError, ConfigError, WatchPathError
+from .._exceptions import AsyncReloadError, ConfigError
 from .._loopguard import LoopGuard, changed_at, muted_line
 from .._platform import process_trees_missing
 from .._signals import cancel_on_signals
@@ -51,13 +51,14 @@ from .._watch import (
     ChangeBatch,
     WatcherOptions,
     fold,
-    is_within,
     open_watcher,
     relative_to,
     summarize,
     take_watcher_options,
 )
 from . import worker_protocol as protocol
+from .standbys import Standbys
+from .static_watch import StaticWatch
 
 __all__ = ["ReloadStrategy", "ServeConfig", "ServeError", "serve", "serve_async"]
 
@@ -375,17 +376,19 @@ class _Supervisor:
         self.sock = sock
         self.where = url(config, sock)
         self.serving: _Worker | None = None
-        self.standby: _Worker | None = None
         self.workers: set[_Worker] = set()
         """Every worker started and not yet reaped, whatever its role: stopped at the end."""
-        self._spawning: anyio.Event | None = None
         self.died = anyio.Event()
         """Set when the serving worker exited on its own: its standby takes over at once."""
-        self.preload: list[str] = []
-        self.user_modules: list[str] = []
-        """The serving worker's own modules, in load order: what the next standby imports."""
         self.wrote: set[str] = set()
         """Files the standbys' warm imports wrote: a reload's doing, for the loop guard."""
+        self.standbys = Standbys(
+            self.spawn,
+            warm=config.warm_imports and config.strategy is ReloadStrategy.OVERLAP,
+            where=config.app_dir,
+            serving=lambda: self.serving is not None,
+            wrote=self.wrote,
+        )
         self.standbys_doing = False
         """The last admitted batch holds only files that standbys wrote."""
         self.generation = 0
@@ -405,31 +408,12 @@ class _Supervisor:
         self.ready_wall: float | None = None
         """When the last reload's new worker said it was ready, on its wall clock (None: it
         did not get that far)."""
-        self.trouble: str | None = None
-        """Why workers can't be started (the app dir gone): warned once, until they can."""
-        self.found_static: tuple[str, ...] = ()
-        """The static directories the serving worker's framework names (live reload)."""
-        self.static_moved = anyio.Event()
-        """Set when the static directories to watch change."""
-
-    def static_dirs(self) -> tuple[str, ...]:
-        """Where changes update the pages instead of the worker (live reload only)."""
-        if not self.config.live_reload:
-            return ()
-        given = [os.path.abspath(d) for d in self.config.static_dirs]
-        return tuple(dict.fromkeys([*given, *self.found_static]))
-
-    def found(self, dirs: Sequence[str]) -> None:
-        """The serving worker's framework named these static directories."""
-        if tuple(dirs) != self.found_static:
-            self.found_static = tuple(dirs)
-            self.static_moved.set()
+        self.static = StaticWatch(config.live_reload, config.static_dirs)
+        """With live reload, the static files, watched apart from the code."""
 
     def admit(self, batch: ChangeBatch) -> ChangeBatch | None:
         """``batch``, or None when it holds only paths that keep reloading the app (say so)."""
-        static = self.static_dirs()
-        if static:  # the static files' watcher has those
-            batch = tuple(c for c in batch if not any(is_within(c.path, d) for d in static))
+        batch = self.static.strip(batch)
         # What a standby wrote as it imported the app counts as caused by the reload that
         # started it, however late it came (-inf: before any reload's end).
         times = {c.path: -math.inf if c.path in self.wrote else changed_at(c) for c in batch}
@@ -443,13 +427,9 @@ class _Supervisor:
             log.warning(muted_line(path, shown, roots, "--reload-exclude", "reloads"))
         return batch if verdict.paths else None
 
-    def warms(self) -> bool:
-        return self.config.warm_imports and self.config.strategy is ReloadStrategy.OVERLAP
-
-    async def spawn(self, preload: list[str] | None = None, warm: bool = True) -> _Worker:
-        """A new standby worker: warm, waiting for ``go``. OSError if it can't be started.
-        ``preload``: the third-party modules (default: the last worker's); ``warm``: the app's
-        own modules too, if known and warm imports are on."""
+    async def spawn(self, preload: list[str], user: list[str]) -> _Worker:
+        """A new worker, which imports ``preload`` (third-party modules) and ``user`` (the
+        app's own, with warm imports) and waits for ``go``. OSError if it can't be started."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         theirs.set_inheritable(True)
         try:
@@ -469,72 +449,10 @@ class _Supervisor:
         # From here on, the worker is ours to stop.
         worker = _Worker(process, Channel(ours), self.workers.discard)
         self.workers.add(worker)
-        worker.user = list(self.user_modules) if warm and self.warms() else []
-        spec = self.config.worker_spec() if worker.user else None
-        await worker.send(
-            protocol.hello(self.preload if preload is None else preload, worker.user, spec)
-        )
+        worker.user = user
+        spec = self.config.worker_spec() if user else None
+        await worker.send(protocol.hello(preload, user, spec))
         return worker
-
-    async def take_standby(self) -> _Worker | None:
-        """The warm standby: the one waiting, the one being started, or a new one; None (and
-        a warning, once) if none can be started."""
-        while self.standby is None and self._spawning is not None:
-            await self._spawning.wait()
-        worker, self.standby = self.standby, None
-        return worker or await self._try_spawn()
-
-    def replenish(self, tg: anyio.abc.TaskGroup) -> None:
-        """Start the next standby in the background, unless one is there or on its way."""
-        if self.standby is None and self._spawning is None:
-            self._spawning = anyio.Event()
-            tg.start_soon(self._spawn_standby)
-
-    async def _spawn_standby(self) -> None:
-        worker = None
-        try:
-            worker = self.standby = await self._try_spawn()
-            if worker is not None:
-                worker.warmed = anyio.Event()
-        finally:
-            done, self._spawning = self._spawning, None
-            if done is not None:
-                done.set()
-        if worker is not None:
-            await self._warm_up(worker)
-
-    async def _warm_up(self, worker: _Worker) -> None:
-        """Read a standby's messages until it says it is warm (or has gone)."""
-        assert worker.warmed is not None
-        try:
-            while (message := await worker.receive()) is not None:
-                if message.get("op") == protocol.WROTE:
-                    self.wrote.add(str(message.get("path")))
-                elif message.get("op") == protocol.STANDBY:
-                    took = 1000 * (time.monotonic() - worker.started)
-                    ahead = f"imported {len(worker.user)} of the app's modules ahead of time, "
-                    log.debug("standby %d %swarm in %.0f ms", worker.pid,
-                              ahead if worker.user else "", took)  # fmt: skip
-                    break
-        finally:
-            worker.warmed.set()
-
-    async def _try_spawn(
-        self, preload: list[str] | None = None, warm: bool = True
-    ) -> _Worker | None:
-        try:
-            worker = await self.spawn(preload, warm)
-        except OSError as e:  # the app dir moved away, its mount died: wait for it
-            self.warn_trouble(f"can't start a worker in {self.config.app_dir}: {e.strerror}")
-            return None
-        self.trouble = None
-        return worker
-
-    def warn_trouble(self, why: str) -> None:
-        if self.trouble is None:
-            keeps = "the current worker keeps serving" if self.serving else "nothing is served"
-            log.warning("%s; %s, and the app reloads once it is back", why, keeps)
-        self.trouble = why
 
     async def activate(self, worker: _Worker, batch: ChangeBatch) -> _Worker | None:
         """Tell a standby to import and serve the app; the worker serving it once it is ready
@@ -582,7 +500,7 @@ class _Supervisor:
                 self.how = f"full re-import: {reason}"
                 log.debug("the standby can't serve this change (%s); starting a fresh one", reason)
                 await worker.kill()
-                fresh = await self._try_spawn(preload=[] if names else None, warm=False)
+                fresh = await self.standbys.start(preload=[] if names else None, warm=False)
                 if fresh is None:
                     return None
                 worker = self.loading = fresh
@@ -603,11 +521,11 @@ class _Supervisor:
             if message is None:
                 break
             if message.get("op") == protocol.MODULES:
-                self.preload = list(message.get("names", []))
+                self.standbys.preload = list(message.get("names", []))
                 if worker is self.serving:
-                    await self.learned(list(message.get("user", [])))
+                    await self.standbys.learned(list(message.get("user", [])), self.tg)
             elif message.get("op") == protocol.STATIC and worker is self.serving:
-                self.found([str(d) for d in message.get("dirs", [])])
+                self.static.named([str(d) for d in message.get("dirs", [])])
         code = await worker.process.wait()
         await worker.close()
         if self.serving is worker:
@@ -619,20 +537,6 @@ class _Supervisor:
             else:
                 log.error("the app's worker exited (code %s); a new one takes over", code)
                 self.died.set()
-
-    async def learned(self, user: list[str]) -> None:
-        """The serving worker has loaded these modules of the app: the next standby imports
-        them ahead of time, and one waiting without some of them is replaced by one with all."""
-        if user == self.user_modules:
-            return
-        self.user_modules = user
-        standby = self.standby
-        if standby is None or not self.warms() or set(user) <= set(standby.user):
-            return
-        if self.tg is not None:
-            self.standby = None
-            self.replenish(self.tg)
-            await standby.kill()
 
     async def next_batch(self, changes: AsyncIterator[ChangeBatch]) -> ChangeBatch | None:
         """The next batch of changes; ``()`` when the serving worker died on its own (serve the
@@ -656,27 +560,6 @@ class _Supervisor:
             race.start_soon(change)
             race.start_soon(death)
         return got[0]
-
-    async def watch_static(self, options: WatcherOptions) -> None:
-        """With live reload: watch the static directories, anew each time they change; what
-        changes there goes to the pages, and no worker is started for it."""
-        while True:
-            moved = self.static_moved = anyio.Event()
-            dirs = self.static_dirs()
-            async with anyio.create_task_group() as tg:
-                if dirs:
-                    tg.start_soon(self._pass_on_assets, dirs, options)
-                await moved.wait()
-                tg.cancel_scope.cancel()
-
-    async def _pass_on_assets(self, dirs: Sequence[str], options: WatcherOptions) -> None:
-        try:
-            async with open_watcher(*dirs, **options) as changes:
-                log.debug("static files: watching %s", ", ".join(dirs))
-                async for batch in changes:
-                    await self.assets_changed(batch)
-        except WatchPathError as e:  # one was removed meanwhile
-            log.warning("static files are not followed until the app names them again: %s", e)
 
     async def assets_changed(self, batch: ChangeBatch) -> None:
         """Static files changed: the pages swap stylesheets in place, or reload for the rest."""
@@ -735,7 +618,7 @@ async def serve_async(
                 static_options.update(config.watcher)
                 if config.reload_delay is not None:
                     static_options["debounce"] = config.reload_delay
-                tg.start_soon(supervisor.watch_static, static_options)
+                tg.start_soon(supervisor.static.follow, static_options, supervisor.assets_changed)
             supervisor.tg = tg
             task_status.started(supervisor.where)
             batch: ChangeBatch | None = ()  # the start: a reload with no change yet
@@ -791,11 +674,11 @@ async def _reload(
     await anyio.to_thread.run_sync(purge_stale_bytecode, [c.path for c in batch])
     problem = await _unreadable(supervisor.config.app_dir)
     if problem is not None:
-        supervisor.warn_trouble(problem)
+        supervisor.standbys.warn(problem)
         return None
-    supervisor.trouble = None
+    supervisor.standbys.trouble = None
     old = supervisor.serving
-    new = await supervisor.take_standby()
+    new = await supervisor.standbys.take()
     if new is None:
         return None
     if old is not None and supervisor.config.strategy is ReloadStrategy.RESTART:
@@ -824,7 +707,7 @@ async def _reload(
     # The next standby starts once this one serves: started sooner, its imports (seconds, for a
     # big app) would take the CPU from this one's, and from its first answers, which are what
     # the user waits for; with warm imports a reload needs only milliseconds of it.
-    supervisor.replenish(tg)
+    supervisor.standbys.replenish(tg)
     loading, supervisor.loading = supervisor.loading, None
     if newer is not None and ready is None:
         if loading is not None and loading.process.returncode is None:
@@ -843,7 +726,7 @@ async def _reload(
             supervisor.announced = True
             log.info("serving %s at %s", supervisor.config.app, supervisor.where)
         elif batch:
-            how = f" ({supervisor.how})" if supervisor.how and supervisor.warms() else ""
+            how = f" ({supervisor.how})" if supervisor.how and supervisor.standbys.warm else ""
             log.info("reloaded in %.0f ms after %s%s", took, summarize(batch, _cwd()), how)
         else:
             log.info("a new worker serves the app, %.0f ms after the last one exited", took)
