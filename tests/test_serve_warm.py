@@ -342,3 +342,26 @@ def test_the_command_line_turns_warm_imports_off(tmp_path: Path, how: str) -> No
         assert "MAIN2" in httpx.get(url, timeout=30).text
     assert "imported again" not in line and "full re-import" not in line
     assert not any("ahead of time" in s for s in cli.stderr)
+
+
+FLASK_FILES = {
+    "app/__init__.py": "",
+    "app/models.py": 'NAME = "f1"\n',
+    "app/views.py": "from flask import Blueprint\n\nfrom . import models\n\n"
+    'pages = Blueprint("pages", __name__)\n\n\n@pages.get("/")\ndef index():\n'
+    '    return f"{models.NAME} VIEWS1"\n',
+    "app/main.py": "from flask import Flask\n\nfrom .views import pages\n\n"
+    "app = Flask(__name__)\napp.register_blueprint(pages)\n",
+}
+
+
+async def test_a_flask_app_served_as_wsgi_keeps_its_unchanged_modules(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with site(tmp_path, caplog, FLASK_FILES, "f1 VIEWS1") as app:
+        await app.warm(4)
+        views = FLASK_FILES["app/views.py"].replace("VIEWS1", "VIEWS2")
+        line = await app.edit("app/views.py", views, "f1 VIEWS2")
+        assert "(2 modules imported again: app.views, app.main)" in line
+        line = await app.edit("app/models.py", 'NAME = "f2"\n', "f2 VIEWS2")
+        assert "(3 modules imported again: app.models, app.views, app.main)" in line
