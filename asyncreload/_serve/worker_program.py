@@ -211,6 +211,10 @@ def _prepare(spec: dict[str, Any]) -> None:
     for d in reversed(spec["app_dirs"]):
         if d not in sys.path:
             sys.path.insert(0, d)
+    # A path that could not be read as this worker started (its mount dead for a moment, as
+    # the third-party modules were imported) is remembered as having no modules at all, and
+    # the app would not be found there once it is back.
+    importlib.invalidate_caches()
     if spec.get("env_file"):
         from dotenv import load_dotenv
 
