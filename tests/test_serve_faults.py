@@ -280,7 +280,10 @@ async def test_an_app_dir_on_a_dead_mount_keeps_serving_and_reloads_when_remount
         await wait_version(client, where, "d2")
     warned = [r for r in caplog.records if "keeps serving" in r.getMessage()]
     assert len(warned) == 1
-    assert "Transport endpoint is not connected" in warned[0].getMessage()
+    # ENOTCONN once the FUSE server is gone; ECONNABORTED for a call made as it was dying (a
+    # standby started at that moment can't enter the app dir).
+    dead = ("Transport endpoint is not connected", "Software caused connection abort")
+    assert any(e in warned[0].getMessage() for e in dead), warned[0].getMessage()
 
 
 def _free_port() -> int:

@@ -40,7 +40,7 @@ class FakeProcess:
 
 class FakeWorker:
     """A worker whose answer to ``go`` is ``script``: "ready", "failed", "stale", "hang" (never
-    answers), or "die" (exits before it is ready)."""
+    answers), "die" (exits before it is ready), or "crash" (exits before it was even warm)."""
 
     count = 0
 
@@ -59,7 +59,9 @@ class FakeWorker:
         self._send, self._receive = anyio.create_memory_object_stream(10)
         self.started = 0.0
         self.warmed: anyio.Event | None = None
-        self._send.send_nowait(protocol.standby(self.pid))  # its imports are done at once
+        self.said_standby = False
+        if script != "crash":  # "crash": its interpreter fails before it is warm
+            self._send.send_nowait(protocol.standby(self.pid))  # its imports are done at once
 
     async def send(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
@@ -71,7 +73,7 @@ class FakeWorker:
             self._send.send_nowait(protocol.failed("SyntaxError: invalid syntax"))
         elif self.script == "stale":
             self._send.send_nowait(protocol.stale(["models"]))
-        elif self.script == "die":
+        elif self.script in ("die", "crash"):
             self.process.exit(1)
             self._send.send_nowait(None)
 
@@ -239,6 +241,19 @@ async def test_a_worker_that_dies_before_it_is_ready_is_reported(
     supervisor = make(tmp_path, listening, "die")
     assert await reload(supervisor, ()) is None
     assert supervisor.serving is None
+    assert "exited (code 1) before it was ready" in caplog.text
+
+
+async def test_a_standby_that_died_before_it_was_warm_is_replaced_once(
+    tmp_path: Path, listening: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Started as the app dir's mount died, its interpreter could not import: not the app's
+    # fault, so the reload goes on with a fresh worker, once.
+    supervisor = make(tmp_path, listening, "crash")
+    fresh = await reload(supervisor, ())
+    assert fresh is None and supervisor.serving is supervisor.spawned[1]
+    twice = make(tmp_path, listening, "crash", "crash")
+    assert await reload(twice, ()) is None and twice.serving is None
     assert "exited (code 1) before it was ready" in caplog.text
 
 

@@ -23,6 +23,14 @@ from .test_serve import serving
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # What is tested here happens in the workers, which run uvicorn's own loop whatever the
+    # supervisor's: asyncio, and trio for the first case only (the supervisor's side of it).
+    return "asyncio"
+
+
 MAIN = """\
 from . import holder, models
 from .cycle_a import cycle
@@ -129,6 +137,7 @@ async def site(
             yield served
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_a_change_imports_again_only_what_it_reaches(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -124,6 +124,7 @@ class Standbys:
                 if message.get("op") == protocol.WROTE:
                     self._wrote.add(str(message.get("path")))
                 elif message.get("op") == protocol.STANDBY:
+                    worker.said_standby = True
                     took = 1000 * (time.monotonic() - worker.started)
                     ahead = f"imported {len(worker.user)} of the app's modules ahead of time, "
                     log.debug("standby %d %swarm in %.0f ms", worker.pid,

@@ -318,6 +318,8 @@ class _Worker:
         self.started = time.monotonic()
         self.warmed: anyio.Event | None = None
         """Set once a background task has read its "standby" (None: no task reads it)."""
+        self.said_standby = False
+        """It got as far as waiting for ``go`` (its interpreter and imports worked)."""
 
     async def receive(self) -> dict[str, Any] | None:
         """The next message, or None once the worker has gone."""
@@ -464,6 +466,7 @@ class _Supervisor:
         if worker.warmed is not None:
             await worker.warmed.wait()  # its messages are read there until then
         await worker.send(protocol.go(self.config.worker_spec(), changed))
+        retried = False
         while True:
             message = await worker.receive()
             if message is None:
@@ -473,9 +476,23 @@ class _Supervisor:
                     code = await worker.process.wait()
                 code = await worker.kill() if code is None else code
                 await worker.close()
+                if not worker.said_standby and not retried:
+                    # It died before it was warm, so not of the app's code: started as the app
+                    # dir's mount died, its own interpreter could not import (ENOTCONN). Once.
+                    log.debug("the standby exited (code %s) before it was warm; starting a "
+                              "fresh one", code)  # fmt: skip
+                    retried = True
+                    fresh = await self.standbys.start()
+                    if fresh is None:
+                        return None
+                    worker = self.loading = fresh
+                    await worker.send(protocol.go(self.config.worker_spec(), changed))
+                    continue
                 log.error("the new worker exited (code %s) before it was ready", code)
                 return None
             op = message.get("op")
+            if op == protocol.STANDBY:
+                worker.said_standby = True
             if op == protocol.READY:
                 self.generation += 1
                 worker.ready_at = time.monotonic()
