@@ -33,7 +33,8 @@ from types import FrameType, ModuleType
 from typing import Any, cast
 
 bootstrap: Any = importlib._bootstrap  # what import_module calls
-__all__ = ["Full", "ImportRecorder", "Record", "Warm", "drop", "plan", "under", "user_modules"]
+__all__ = ["Full", "ImportRecorder", "Record", "Warm", "drop", "loaded_modules", "plan",
+           "roots_of", "under", "user_modules"]  # fmt: skip
 
 
 @dataclass
@@ -148,13 +149,26 @@ def drop(names: Sequence[str]) -> None:
 
 def user_modules(roots: tuple[str, ...]) -> list[str]:
     """The modules loaded from the user's code (files under ``roots``), in load order."""
-    names = []
+    return loaded_modules(roots)[0]
+
+
+def loaded_modules(roots: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The loaded modules with a file (not ``__main__`` nor ours), in one pass: the user's
+    (under ``roots``) in load order, and the others (third-party), sorted."""
+    users: list[str] = []
+    others: list[str] = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        ours = name == "__main__" or name.startswith("asyncreload")
-        if path and not ours and under(path, roots):
-            names.append(name)
-    return names
+        if not path or name == "__main__" or name.startswith("asyncreload"):
+            continue
+        (users if under(path, roots) else others).append(name)
+    return users, sorted(others)
+
+
+def roots_of(dirs: Sequence[str]) -> tuple[str, ...]:
+    """``dirs`` as the roots :func:`under` takes: as given (absolute), each ending in a
+    separator; never resolved here (a watched directory may lie on a mount that hangs)."""
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
 
 
 def under(path: str, roots: tuple[str, ...]) -> bool:
@@ -190,7 +204,7 @@ class ImportRecorder:
     """
 
     def __init__(self, roots: Sequence[str], on_write: Callable[[str], None] | None = None) -> None:
-        self.roots = tuple(r.rstrip(os.sep) + os.sep for r in roots)
+        self.roots = roots_of(roots)
         self.on_write = on_write
         """Called with each file opened for writing, as it is (before it is written)."""
         self.record = Record()

@@ -47,7 +47,16 @@ from typing import Any, NoReturn
 from .. import _subreaper, _wire
 from . import static_dirs, uvicorn_parts
 from . import worker_protocol as protocol
-from .imports import Full, ImportRecorder, drop, pinning_django, plan, under, user_modules
+from .imports import (
+    Full,
+    ImportRecorder,
+    drop,
+    loaded_modules,
+    pinning_django,
+    plan,
+    roots_of,
+    under,
+)
 from .live import LiveReload
 
 
@@ -136,20 +145,6 @@ def _preload(modules: list[str]) -> None:
                 del sys.modules[loaded]
 
 
-def _third_party_modules(user_dirs: list[str]) -> list[str]:
-    """Modules loaded from outside the user's code (the app dir and every watched directory):
-    safe to preload in the next standby, since no watched change can make them stale."""
-    roots = _roots(user_dirs)
-    names = []
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if not path or name == "__main__" or name.startswith("asyncreload"):
-            continue
-        if not under(path, roots):
-            names.append(name)
-    return sorted(names)
-
-
 def _stale_modules(changed: list[str]) -> list[str]:
     """Modules this standby has loaded from a file in ``changed``: it must not serve them.
 
@@ -166,13 +161,6 @@ def _stale_modules(changed: list[str]) -> list[str]:
     return sorted(stale)
 
 
-def _roots(dirs: list[str]) -> tuple[str, ...]:
-    # As given (absolute), never resolved here: a watched directory may lie on a mount that
-    # hangs, and resolving it would stop this worker with it. A module's own path is resolved
-    # too (it lies in the app dir or beside the installed packages).
-    return tuple(d.rstrip("/") + "/" for d in dirs)
-
-
 def _in_changed_file(exc: BaseException, changed: list[str]) -> bool:
     """True for a syntax error in one of the ``changed`` files: the new code's own fault."""
     if not isinstance(exc, SyntaxError) or not exc.filename:
@@ -184,7 +172,7 @@ def short_traceback(exc: BaseException, user_dirs: list[str]) -> str:
     """The traceback a user needs: their frames (under the app dir or a watched directory) and
     the error, without importlib's."""
     frames = traceback.extract_tb(exc.__traceback__)
-    roots = _roots(user_dirs)
+    roots = roots_of(user_dirs)
     mine = [
         f for f in frames
         if os.path.isabs(f.filename) and under(f.filename, roots)
@@ -344,9 +332,10 @@ def _serve(
             await asyncio.sleep(1.0)
             if len(sys.modules) != known:
                 known = len(sys.modules)
-                channel.send(protocol.modules(_third_party_modules(user_dirs), user_modules(roots)))
+                users, third_party = loaded_modules(roots)
+                channel.send(protocol.modules(third_party, users))
 
-    roots = _roots(user_dirs)
+    roots = roots_of(user_dirs)
 
     # (A lambda: the drain is made with the server, and wraps the app only at its startup.)
     server = uvicorn_parts.make_server(config, lambda app: drain.wrap(app), started)  # noqa: PLW0108
